@@ -1,0 +1,341 @@
+"""The YAML config: schema, ${VAR} expansion, and errors that name the key path and line.
+
+Env vars are expanded in parsed string values, never in the raw text, so a
+password containing ``: `` or ``#`` cannot change the document's structure.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+DEFAULT_MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"
+DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
+# 896x504 (a 16:9 frame) = 576 image tokens for Qwen2.5-VL, against ~2,700 for 1080p.
+DEFAULT_MAX_PIXELS = 896 * 504
+
+
+class ConfigError(Exception):
+    """A config problem, already phrased as one line for the user."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class VlmConfig(_Model):
+    base_url: str = DEFAULT_BASE_URL
+    model: str = Field(DEFAULT_MODEL, min_length=1)
+    api_key: SecretStr = SecretStr("EMPTY")
+    max_concurrency: int = Field(8, ge=1, le=256)
+    timeout_seconds: float = Field(30.0, gt=0, le=600)
+    # A retried frame is a stale frame: keep the budget small.
+    max_retries: int = Field(1, ge=0, le=5)
+    max_tokens: int = Field(256, ge=16, le=4096)
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an http:// or https:// URL")
+        return v.rstrip("/")
+
+
+class Target(_Model):
+    name: str = Field(min_length=1, max_length=200)
+    description: str = Field("", max_length=1000)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return {"name": v, "description": v}
+        return v
+
+    @property
+    def prompt_text(self) -> str:
+        return self.description or self.name
+
+
+class StreamConfig(_Model):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    # Camera URLs carry passwords: kept secret, shown only through redact_url().
+    url: SecretStr
+    targets: list[Target] = Field(min_length=1)
+    sample_interval_seconds: float = Field(1.0, gt=0, le=3600)
+    # Files are read as fast as the model allows unless paced to real time.
+    realtime: bool = False
+
+    @field_validator("url")
+    @classmethod
+    def _nonempty(cls, v: SecretStr) -> SecretStr:
+        if not v.get_secret_value().strip():
+            raise ValueError("must not be empty")
+        return v
+
+    @property
+    def display_url(self) -> str:
+        return redact_url(self.url.get_secret_value())
+
+
+class DetectionConfig(_Model):
+    min_confidence: int = Field(7, ge=1, le=10)
+    consecutive_matches: int = Field(2, ge=1, le=100)
+    # An episode ends after this many absent samples in a row; then it may alert again.
+    rearm_after_absent: int = Field(3, ge=1, le=10000)
+
+
+class PreprocessConfig(_Model):
+    clahe: bool = True
+    clahe_clip_limit: float = Field(2.0, gt=0, le=40)
+    clahe_tile_grid: int = Field(8, ge=1, le=64)
+    max_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=28 * 28 * 4, le=12_845_056)
+    jpeg_quality: int = Field(85, ge=10, le=100)
+
+
+class LogSinkConfig(_Model):
+    type: Literal["log"]
+    name: str | None = None
+
+
+class WebhookSinkConfig(_Model):
+    type: Literal["webhook"]
+    name: str | None = None
+    # Chat webhooks carry their token in the URL, so it is a secret too.
+    url: SecretStr
+    secret: SecretStr | None = None
+    timeout_seconds: float = Field(10.0, gt=0, le=300)
+    max_attempts: int = Field(8, ge=1, le=1000)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, v: SecretStr) -> SecretStr:
+        parts = urlsplit(v.get_secret_value())
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an http:// or https:// URL")
+        return v
+
+
+SinkConfig = Annotated[LogSinkConfig | WebhookSinkConfig, Field(discriminator="type")]
+
+
+class ServerConfig(_Model):
+    listen: str = "127.0.0.1:9108"
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, v: str) -> str:
+        host, sep, port = v.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError("must be HOST:PORT, e.g. 127.0.0.1:9108")
+        return v
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+class LoggingConfig(_Model):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class Config(_Model):
+    vlm: VlmConfig = VlmConfig()
+    streams: list[StreamConfig] = Field(min_length=1)
+    detection: DetectionConfig = DetectionConfig()
+    preprocess: PreprocessConfig = PreprocessConfig()
+    alerts: list[SinkConfig] = Field(default_factory=lambda: [LogSinkConfig(type="log")])
+    server: ServerConfig = ServerConfig()
+    state_dir: Path | None = None
+    logging: LoggingConfig = LoggingConfig()
+
+    def resolved_state_dir(self, env: Mapping[str, str] = os.environ) -> Path:
+        if self.state_dir is not None:
+            return self.state_dir
+        if env.get("STATE_DIRECTORY"):
+            # systemd may pass several, colon-separated; the first is ours.
+            return Path(env["STATE_DIRECTORY"].split(":")[0])
+        return Path.home() / ".local" / "state" / "vlm-monitor"
+
+    def sink_names(self) -> list[str]:
+        """Metric label and log name of each sink: its name, else its type (numbered if repeated)."""
+        names: list[str] = []
+        for sink in self.alerts:
+            base = sink.name or sink.type
+            name, n = base, 2
+            while name in names:
+                name, n = f"{base}-{n}", n + 1
+            names.append(name)
+        return names
+
+
+def redact_url(url: str) -> str:
+    """The URL with any user:password replaced by ***, and query strings dropped."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<invalid url>"
+    if not parts.scheme or len(parts.scheme) == 1:  # a plain (or Windows) path
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    if parts.username is not None or parts.password is not None:
+        host = f"***@{host}"
+    query = "?…" if parts.query else ""
+    return f"{parts.scheme}://{host}{parts.path}{query}"
+
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+Path_ = tuple[str | int, ...]
+
+
+def _format_path(path: Path_) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+    return out or "(top level)"
+
+
+class _Located:
+    """Values built from a YAML node tree, with the line of every key path."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.lines: dict[Path_, int] = {}
+
+    def build(self, node: yaml.Node, path: Path_, loader: yaml.SafeLoader) -> Any:
+        self.lines.setdefault(path, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            out: dict[Any, Any] = {}
+            for key_node, value_node in node.value:
+                key = loader.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+                if not isinstance(key, str | int | float | bool):
+                    raise self.error(path, "mapping keys must be plain values", key_node)
+                child = (*path, str(key))
+                if str(key) in out:
+                    raise self.error(child, "duplicate key", key_node)
+                self.lines[child] = key_node.start_mark.line + 1
+                out[str(key)] = self.build(value_node, child, loader)
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            return [self.build(item, (*path, i), loader) for i, item in enumerate(node.value)]
+        return loader.construct_object(node, deep=True)  # type: ignore[no-untyped-call]
+
+    def line_of(self, path: Path_) -> int | None:
+        while path:
+            if path in self.lines:
+                return self.lines[path]
+            path = path[:-1]
+        return self.lines.get(())
+
+    def error(self, path: Path_, message: str, node: yaml.Node | None = None) -> ConfigError:
+        line = node.start_mark.line + 1 if node is not None else self.line_of(path)
+        where = f"{self.source}:{line}" if line else self.source
+        return ConfigError(f"{where}: {_format_path(path)}: {message}")
+
+
+def _expand(value: Any, path: Path_, env: Mapping[str, str], loc: _Located) -> Any:
+    if isinstance(value, dict):
+        return {k: _expand(v, (*path, k), env, loc) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v, (*path, i), env, loc) for i, v in enumerate(value)]
+    if not isinstance(value, str):
+        return value
+
+    def sub(m: re.Match[str]) -> str:
+        name, default = m.group(1), m.group(2)
+        if env.get(name):
+            return env[name]
+        if default is not None:
+            return default
+        raise loc.error(path, f"environment variable {name} is not set (use ${{{name}:-default}})")
+
+    return _VAR.sub(sub, value)
+
+
+def _data_path(data: Any, loc: tuple[int | str, ...]) -> Path_:
+    """Pydantic's error location without the union tags it adds, so that it matches the YAML."""
+    out: list[str | int] = []
+    for i, part in enumerate(loc):
+        if isinstance(data, dict) and part in data:
+            data = data[part]
+            out.append(part)
+        elif isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data):
+            data = data[part]
+            out.append(part)
+        elif i == len(loc) - 1 and isinstance(part, str):
+            out.append(part)  # a required key that is missing
+        # anything else is a union tag ('webhook', 'function-after[...]'): not in the file
+    return tuple(out)
+
+
+def parse_config(text: str, source: str = "<config>", env: Mapping[str, str] | None = None) -> Config:
+    env = os.environ if env is None else env
+    loc = _Located(source)
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()  # type: ignore[no-untyped-call]
+        if node is None:
+            raise ConfigError(f"{source}: the file is empty")
+        data = loc.build(node, (), loader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        where = f"{source}:{mark.line + 1}" if mark is not None else source
+        raise ConfigError(f"{where}: invalid YAML: {problem}") from None
+    finally:
+        loader.dispose()  # type: ignore[no-untyped-call]
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}:1: the top level must be a mapping of keys")
+    data = _expand(data, (), env, loc)
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as e:
+        errors = e.errors(include_input=False, include_url=False)
+        first = errors[0]
+        path = _data_path(data, first["loc"])
+        message = first["msg"]
+        if first["type"] == "extra_forbidden":
+            message = "unknown key"
+        more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+        raise loc.error(path, message + (more if len(errors) > 1 else "")) from None
+    seen: dict[str, int] = {}
+    for i, stream in enumerate(config.streams):
+        if stream.name in seen:
+            raise loc.error(("streams", i, "name"), f"duplicate stream name {stream.name!r}")
+        seen[stream.name] = i
+    return config
+
+
+def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: no such file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{p}: cannot read: {e.__class__.__name__}") from None
+    return parse_config(text, str(p), env)

@@ -1,0 +1,82 @@
+"""Prometheus metrics, on a registry that is passed in (a fresh one per test).
+
+Label values come only from the config (stream, target and sink names) or
+from fixed sets in the code, never from URLs, model text or error messages,
+so that the series count stays bounded and no secret reaches Prometheus.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+from monitor import __version__
+
+PREFIX = "vlm_monitor"
+
+VLM_OUTCOMES = ("ok", "bad_answer", "timeout", "connection_error", "server_error", "rejected")
+DROP_REASONS = ("decode_error", "stale", "model_unavailable")
+DELIVERY_OUTCOMES = ("delivered", "retry", "failed")
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.build_info = Info(f"{PREFIX}_build", "Version of vlm-monitor", registry=r)
+        self.build_info.info({"version": __version__})
+        self.frames_sampled = Counter(
+            f"{PREFIX}_frames_sampled_total", "Frames taken for analysis", ["stream"], registry=r)
+        self.frames_dropped = Counter(
+            f"{PREFIX}_frames_dropped_total", "Sampled frames not analysed, by reason",
+            ["stream", "reason"], registry=r)
+        self.stream_up = Gauge(
+            f"{PREFIX}_stream_up", "1 while the stream delivers frames", ["stream"], registry=r)
+        self.stream_reconnects = Counter(
+            f"{PREFIX}_stream_reconnects_total", "Times the stream was reopened", ["stream"],
+            registry=r)
+        self.vlm_requests = Counter(
+            f"{PREFIX}_vlm_requests_total", "Model requests by outcome", ["outcome"], registry=r)
+        self.vlm_duration = Histogram(
+            f"{PREFIX}_vlm_request_duration_seconds", "Model request latency, retries included",
+            buckets=(0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30, 60), registry=r)
+        self.vlm_inflight = Gauge(
+            f"{PREFIX}_vlm_inflight_requests", "Model requests in flight", registry=r)
+        self.vlm_tokens = Counter(
+            f"{PREFIX}_vlm_tokens_total", "Tokens reported by the model server", ["kind"],
+            registry=r)
+        self.vlm_up = Gauge(
+            f"{PREFIX}_vlm_up", "1 while the model server answers and serves the model",
+            registry=r)
+        self.matches = Counter(
+            f"{PREFIX}_matches_total", "Samples in which the target was seen", ["stream", "target"],
+            registry=r)
+        self.alerts = Counter(
+            f"{PREFIX}_alerts_total", "Alerts raised", ["stream", "target"], registry=r)
+        self.alert_deliveries = Counter(
+            f"{PREFIX}_alert_deliveries_total", "Alert delivery attempts by sink and outcome",
+            ["sink", "outcome"], registry=r)
+        self.alerts_pending = Gauge(
+            f"{PREFIX}_alerts_pending", "Alert deliveries not yet done, by sink", ["sink"],
+            registry=r)
+
+    def declare_stream(self, stream: str, targets: list[str]) -> None:
+        """Create a stream's series at zero, so rate() and absent() work from the start."""
+        self.frames_sampled.labels(stream)
+        for reason in DROP_REASONS:
+            self.frames_dropped.labels(stream, reason)
+        self.stream_up.labels(stream).set(0)
+        self.stream_reconnects.labels(stream)
+        for target in targets:
+            self.matches.labels(stream, target)
+            self.alerts.labels(stream, target)
+
+    def declare_sink(self, sink: str) -> None:
+        for outcome in DELIVERY_OUTCOMES:
+            self.alert_deliveries.labels(sink, outcome)
+        self.alerts_pending.labels(sink).set(0)
+
+    def declare_vlm(self) -> None:
+        for outcome in VLM_OUTCOMES:
+            self.vlm_requests.labels(outcome)
+        for kind in ("prompt", "completion"):
+            self.vlm_tokens.labels(kind)

@@ -1,0 +1,132 @@
+"""What we ask the model, and how its answer becomes a typed verdict. Pure functions.
+
+The main path asks for JSON through ``response_format`` (honoured by vLLM
+across versions). Servers that ignore it answer in free text, so the parser
+also reads the seed's ``Answer: / Description: / Confidence:`` lines, and
+JSON wrapped in a Markdown fence. Anything else is an error, never a guess.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+MAX_DESCRIPTION = 500
+
+
+class AnswerError(ValueError):
+    """The model's answer is not what was asked for."""
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    present: bool
+    confidence: int
+    description: str
+
+    def is_match(self, min_confidence: int) -> bool:
+        return self.present and self.confidence >= min_confidence
+
+
+ANSWER_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "present": {"type": "boolean"},
+        "confidence": {"type": "integer", "minimum": 1, "maximum": 10},
+        "description": {"type": "string", "maxLength": MAX_DESCRIPTION},
+    },
+    "required": ["present", "confidence", "description"],
+    "additionalProperties": False,
+}
+
+RESPONSE_FORMAT: dict[str, Any] = {
+    "type": "json_schema",
+    "json_schema": {"name": "target_verdict", "schema": ANSWER_SCHEMA},
+}
+
+# The fixed instruction comes first and the target last, so vLLM's prefix cache
+# can reuse the instruction's token blocks across requests.
+_INSTRUCTIONS = (
+    "You are watching a security camera frame. Decide whether the target described "
+    "below is visible in the image. Reply with a JSON object with the keys "
+    '"present" (true or false), "confidence" (an integer from 1 to 10: how sure you '
+    'are of your answer) and "description" (one short sentence: if present, what it '
+    "looks like and where it is in the frame; if not, what the frame shows instead)."
+)
+
+
+def build_prompt(target: str) -> str:
+    return f"{_INSTRUCTIONS}\n\nTarget: {target}"
+
+
+_FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.S | re.I)
+_LINE = re.compile(r"^[\s*#>-]*([A-Za-z ]+?)\s*[*]*\s*:\s*[*]*\s*(.*?)\s*$")
+_CONF = re.compile(r"^\s*(\d{1,2})(?:\.0+)?\s*(?:/\s*10)?\s*$")
+
+
+def _confidence(value: Any) -> int:
+    if isinstance(value, bool):
+        raise AnswerError("confidence is not a number")
+    if isinstance(value, int | float) and float(value).is_integer():
+        n = int(value)
+    elif isinstance(value, str) and (m := _CONF.match(value)):
+        n = int(m.group(1))
+    else:
+        raise AnswerError(f"confidence {str(value)[:20]!r} is not an integer from 1 to 10")
+    if not 1 <= n <= 10:
+        raise AnswerError(f"confidence {n} is outside 1-10")
+    return n
+
+
+def _present(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        word = value.strip().strip("[]*.").strip().lower()
+        if word in ("yes", "true"):
+            return True
+        if word in ("no", "false"):
+            return False
+    raise AnswerError(f"answer {str(value)[:20]!r} is neither yes nor no")
+
+
+def _from_json(obj: Any) -> Verdict:
+    if not isinstance(obj, dict):
+        raise AnswerError("JSON answer is not an object")
+    keys = {k.lower(): v for k, v in obj.items() if isinstance(k, str)}
+    raw_present = keys.get("present", keys.get("answer"))
+    if raw_present is None or "confidence" not in keys:
+        raise AnswerError("JSON answer lacks 'present' or 'confidence'")
+    description = keys.get("description", "")
+    return Verdict(_present(raw_present), _confidence(keys["confidence"]),
+                   str(description)[:MAX_DESCRIPTION].strip())
+
+
+def _from_lines(text: str) -> Verdict:
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        m = _LINE.match(line)
+        if m:
+            fields.setdefault(m.group(1).strip().lower(), m.group(2))
+    if "answer" not in fields or "confidence" not in fields:
+        raise AnswerError("answer has neither JSON nor 'Answer:' and 'Confidence:' lines")
+    return Verdict(_present(fields["answer"]), _confidence(fields["confidence"]),
+                   fields.get("description", "")[:MAX_DESCRIPTION].strip())
+
+
+def parse_answer(text: str | None) -> Verdict:
+    """The model's reply as a verdict; AnswerError when it is not one."""
+    if not text or not text.strip():
+        raise AnswerError("empty answer")
+    candidates = [m.group(1) for m in _FENCE.finditer(text)] + [text]
+    for candidate in candidates:
+        start, end = candidate.find("{"), candidate.rfind("}")
+        if start != -1 and end > start:
+            try:
+                obj = json.loads(candidate[start:end + 1])
+            except json.JSONDecodeError:
+                continue
+            return _from_json(obj)
+    return _from_lines(text)

@@ -1,0 +1,171 @@
+"""The model client: one AsyncOpenAI client, a global bound on requests in flight.
+
+vLLM never answers 429: it queues without limit, so back-pressure is ours.
+The semaphore here is the one place that bounds in-flight requests across
+all streams; asyncio wakes its waiters in FIFO order, so no stream starves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import openai
+
+from monitor.config import VlmConfig
+from monitor.metrics import Metrics
+from monitor.verdict import RESPONSE_FORMAT, AnswerError, Verdict, build_prompt, parse_answer
+
+
+class VlmError(Exception):
+    """A model request that gave no verdict. ``outcome`` is its metric label."""
+
+    outcome = "server_error"
+
+
+class Unavailable(VlmError):
+    """The server could not be reached, timed out or failed (5xx): worth waiting for."""
+
+    def __init__(self, message: str, outcome: str) -> None:
+        super().__init__(message)
+        self.outcome = outcome
+
+
+class Rejected(VlmError):
+    """The server refused the request (4xx: wrong model, bad key, image too large)."""
+
+    outcome = "rejected"
+
+
+class BadAnswer(VlmError):
+    """The server answered, but not with a verdict."""
+
+    outcome = "bad_answer"
+
+
+@dataclass(frozen=True, slots=True)
+class Analysis:
+    verdict: Verdict
+    latency: float
+    prompt_tokens: int
+    completion_tokens: int
+
+
+def error_message(body: Any, fallback: str) -> str:
+    """The message of either vLLM error shape: {"error": {...}} (>= 0.10.1) or the flat one."""
+    if isinstance(body, dict):
+        inner = body.get("error")
+        if isinstance(inner, dict) and isinstance(inner.get("message"), str):
+            return str(inner["message"])[:300]
+        if isinstance(inner, str):
+            return inner[:300]
+        if isinstance(body.get("message"), str):
+            return str(body["message"])[:300]
+    return fallback
+
+
+def server_root(base_url: str) -> str:
+    """vLLM serves /health beside /v1, not under it."""
+    return base_url.removesuffix("/v1")
+
+
+class VlmClient:
+    def __init__(self, cfg: VlmConfig, metrics: Metrics) -> None:
+        self.cfg = cfg
+        self.metrics = metrics
+        self._client = openai.AsyncOpenAI(
+            base_url=cfg.base_url,
+            api_key=cfg.api_key.get_secret_value(),
+            timeout=cfg.timeout_seconds,
+            max_retries=cfg.max_retries,
+        )
+        self._limit = asyncio.Semaphore(cfg.max_concurrency)
+        metrics.declare_vlm()
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def analyze(self, jpeg: bytes, target: str) -> Analysis:
+        """Ask whether ``target`` is in the image. Raises VlmError when there is no verdict."""
+        image_url = "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
+        messages: Any = [{
+            "role": "user",
+            "content": [
+                {"type": "text", "text": build_prompt(target)},
+                {"type": "image_url", "image_url": {"url": image_url}},
+            ],
+        }]
+        async with self._limit:
+            self.metrics.vlm_inflight.inc()
+            start = time.perf_counter()
+            try:
+                response = await self._client.chat.completions.create(
+                    model=self.cfg.model,
+                    messages=messages,
+                    max_tokens=self.cfg.max_tokens,
+                    temperature=0.0,
+                    response_format=RESPONSE_FORMAT,
+                )
+            except VlmError as e:
+                self.metrics.vlm_requests.labels(e.outcome).inc()
+                raise
+            except openai.APIError as e:
+                err = _classify(e)
+                self.metrics.vlm_requests.labels(err.outcome).inc()
+                raise err from None
+            finally:
+                latency = time.perf_counter() - start
+                self.metrics.vlm_inflight.dec()
+        self.metrics.vlm_duration.observe(latency)
+        usage = response.usage
+        prompt_tokens = usage.prompt_tokens if usage else 0
+        completion_tokens = usage.completion_tokens if usage else 0
+        self.metrics.vlm_tokens.labels("prompt").inc(prompt_tokens)
+        self.metrics.vlm_tokens.labels("completion").inc(completion_tokens)
+        try:
+            if not response.choices:
+                raise AnswerError("no choices in the response")
+            verdict = parse_answer(response.choices[0].message.content)
+        except AnswerError as e:
+            self.metrics.vlm_requests.labels("bad_answer").inc()
+            raise BadAnswer(f"model answer not understood: {e}") from None
+        self.metrics.vlm_requests.labels("ok").inc()
+        return Analysis(verdict, latency, prompt_tokens, completion_tokens)
+
+    async def check(self) -> str | None:
+        """None when the server answers and serves our model; else the reason, in one line."""
+        try:
+            page = await self._client.with_options(max_retries=0, timeout=5.0).models.list()
+        except openai.APIError as e:
+            reason = str(_classify(e))
+        else:
+            ids = [m.id for m in page.data]
+            if self.cfg.model in ids:
+                self.metrics.vlm_up.set(1)
+                return None
+            shown = ", ".join(ids[:5]) or "none"
+            reason = f"the server does not serve model {self.cfg.model!r} (it serves: {shown})"
+        self.metrics.vlm_up.set(0)
+        return reason
+
+
+def _classify(e: openai.APIError) -> VlmError:
+    if isinstance(e, openai.APITimeoutError):
+        return Unavailable("model server timed out", "timeout")
+    if isinstance(e, openai.APIConnectionError):
+        # The cause's class (ConnectError, …) helps; its text may hold the URL, so not that.
+        detail = type(e.__cause__).__name__ if e.__cause__ is not None else ""
+        return Unavailable(
+            "cannot connect to the model server" + (f" ({detail})" if detail else ""),
+            "connection_error")
+    if isinstance(e, openai.APIStatusError):
+        message = error_message(e.body, e.message)
+        if e.status_code >= 500 or e.status_code in (408, 429):
+            return Unavailable(f"model server error {e.status_code}: {message}", "server_error")
+        return Rejected(f"model server refused the request ({e.status_code}): {message}")
+    if isinstance(e, openai.APIResponseValidationError):
+        return BadAnswer("model server sent a malformed response")
+    return VlmError(f"model request failed: {e.__class__.__name__}")

@@ -1,0 +1,230 @@
+"""A stand-in for vLLM's OpenAI-compatible server that answers from the pixels it gets.
+
+It is a real HTTP server (aiohttp, in a thread with its own event loop) with
+vLLM's JSON shapes: chat completions with base64 ``image_url`` parts,
+``/v1/models``, ``/health``, and both error body shapes. Its verdict comes
+from the image: "red" in the target means "is there a red region?", so a
+frame that was lost, mangled or stale on the way gives the wrong answer.
+
+Faults are injected by setting attributes: ``latency``, ``fail_rate``,
+``mode`` ("json", "text", "garbage"), ``error_shape`` ("nested", "flat"),
+``healthy``. It counts requests in flight and keeps a log of every request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import random
+import re
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+from aiohttp import web
+
+MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"
+
+# HSV ranges (OpenCV: H in 0..179) of the colours the stand-in knows.
+COLOURS: dict[str, list[tuple[tuple[int, int, int], tuple[int, int, int]]]] = {
+    "red": [((0, 120, 70), (8, 255, 255)), ((172, 120, 70), (179, 255, 255))],
+    "green": [((45, 120, 70), (75, 255, 255))],
+    "blue": [((100, 120, 70), (130, 255, 255))],
+}
+MIN_FRACTION = 0.004  # of the image's pixels
+
+
+def colour_fraction(image: np.ndarray, colour: str) -> float:
+    hsv = cv2.cvtColor(image, cv2.COLOR_BGR2HSV)
+    mask = np.zeros(hsv.shape[:2], np.uint8)
+    for lo, hi in COLOURS[colour]:
+        mask |= cv2.inRange(hsv, np.array(lo), np.array(hi))
+    return float(np.count_nonzero(mask)) / mask.size
+
+
+@dataclass
+class Request:
+    model: str
+    target: str
+    width: int
+    height: int
+    present: bool
+    structured: bool
+    at: float
+
+
+class FakeVLM:
+    def __init__(self, model: str = MODEL, api_key: str | None = None) -> None:
+        self.model = model
+        self.api_key = api_key
+        self.latency: float = 0.0
+        self.jitter: float = 0.0
+        self.fail_rate: float = 0.0
+        self.mode = "json"
+        self.error_shape = "nested"
+        self.healthy = True
+        self.requests: list[Request] = []
+        self.inflight = 0
+        self.max_inflight = 0
+        self.failures = 0
+        self._rng = random.Random(1234)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
+        self._thread: threading.Thread | None = None
+        self.port = 0
+
+    # --- lifecycle -------------------------------------------------------
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self, port: int = 0) -> FakeVLM:
+        ready = threading.Event()
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            asyncio.set_event_loop(loop)
+            loop.run_until_complete(self._start(port))
+            ready.set()
+            loop.run_forever()
+            loop.run_until_complete(self._runner.cleanup() if self._runner else asyncio.sleep(0))
+            loop.close()
+
+        self._thread = threading.Thread(target=run, name="fake-vllm", daemon=True)
+        self._thread.start()
+        if not ready.wait(10):
+            raise RuntimeError("fake vLLM did not start")
+        return self
+
+    def stop(self) -> None:
+        if self._loop and self._thread:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+            self._loop = self._thread = None
+
+    async def _start(self, port: int) -> None:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_get("/health", self._health)
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_post("/v1/chat/completions", self._chat)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", port, reuse_address=True)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+
+    # --- handlers --------------------------------------------------------
+    def _error(self, status: int, message: str, kind: str = "BadRequestError") -> web.Response:
+        if self.error_shape == "flat":  # vLLM before 0.10.1
+            body: dict[str, Any] = {"object": "error", "message": message, "type": kind,
+                                    "param": None, "code": status}
+        else:
+            body = {"error": {"message": message, "type": kind, "param": None, "code": status}}
+        return web.json_response(body, status=status)
+
+    async def _health(self, request: web.Request) -> web.Response:
+        return web.Response(status=200 if self.healthy else 503)
+
+    async def _models(self, request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{
+            "id": self.model, "object": "model", "created": 0, "owned_by": "vllm",
+            "root": self.model, "parent": None, "max_model_len": 32768}]})
+
+    async def _chat(self, request: web.Request) -> web.Response:
+        if self.api_key is not None and request.headers.get("Authorization") != f"Bearer {self.api_key}":
+            return self._error(401, "Unauthorized", "AuthenticationError")
+        body = await request.json()
+        if body.get("model") != self.model:
+            return self._error(404, f"The model `{body.get('model')}` does not exist.",
+                               "NotFoundError")
+        texts: list[str] = []
+        images: list[np.ndarray] = []
+        for message in body.get("messages", []):
+            content = message.get("content")
+            parts = [{"type": "text", "text": content}] if isinstance(content, str) else content
+            for part in parts or []:
+                if part.get("type") == "text":
+                    texts.append(part["text"])
+                elif part.get("type") == "image_url":
+                    url = part["image_url"]["url"]
+                    if not url.startswith("data:image/"):
+                        return self._error(400, "only data URLs are accepted here")
+                    raw = base64.b64decode(url.split(",", 1)[1])
+                    image = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR)
+                    if image is None:
+                        return self._error(400, "Failed to load image")
+                    images.append(image)
+        if not images:
+            return self._error(400, "no image in the request")
+        if len(images) > 4:
+            return self._error(400, "At most 4 image(s) may be provided in one prompt.")
+        prompt = "\n".join(texts)
+        m = re.search(r"Target:\s*(.+)", prompt) or re.search(r"Is there an? (.+?) in", prompt)
+        target = m.group(1).strip() if m else prompt
+        image = images[0]
+        colour = next((c for c in COLOURS if c in target.lower()), None)
+        fraction = colour_fraction(image, colour) if colour else 0.0
+        present = fraction >= MIN_FRACTION
+        structured = body.get("response_format", {}).get("type") == "json_schema"
+
+        self.inflight += 1
+        self.max_inflight = max(self.max_inflight, self.inflight)
+        try:
+            delay = self.latency + (self._rng.uniform(-self.jitter, self.jitter) if self.jitter else 0)
+            if delay > 0:
+                await asyncio.sleep(delay)
+            self.requests.append(Request(body["model"], target, image.shape[1], image.shape[0],
+                                         present, structured, time.monotonic()))
+            if self.fail_rate and self._rng.random() < self.fail_rate:
+                self.failures += 1
+                return self._error(500, "EngineCore encountered an issue.", "InternalServerError")
+        finally:
+            self.inflight -= 1
+
+        if present:
+            description = f"A {colour} figure is in the frame ({fraction:.1%} of the image)."
+            confidence = 9
+        else:
+            description = "An empty scene; no such target."
+            confidence = 8
+        if self.mode == "garbage":
+            text = "I'm sorry, I can only describe cats. 🐈"
+        elif self.mode == "text" or not structured:
+            text = (f"Answer: {'YES' if present else 'NO'}\nDescription: {description}\n"
+                    f"Confidence: {confidence}")
+        else:
+            text = json.dumps({"present": present, "confidence": confidence,
+                               "description": description})
+        image_tokens = (image.shape[1] // 28) * (image.shape[0] // 28) + 2
+        prompt_tokens = image_tokens + len(prompt) // 4
+        completion_tokens = max(1, len(text) // 4)
+        return web.json_response({
+            "id": f"chatcmpl-{len(self.requests)}", "object": "chat.completion",
+            "created": int(time.time()), "model": self.model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text,
+                                                 "tool_calls": []},
+                         "finish_reason": "stop", "logprobs": None}],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                      "total_tokens": prompt_tokens + completion_tokens},
+        })
+
+
+def main() -> None:
+    """Run the stand-in by hand: ``python -m tests.fakes.vllm [PORT]``."""
+    import sys
+
+    fake = FakeVLM().start(int(sys.argv[1]) if len(sys.argv) > 1 else 8000)
+    print(f"fake vLLM at {fake.base_url}", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        fake.stop()
+
+
+if __name__ == "__main__":
+    main()
