@@ -109,14 +109,19 @@ class PreprocessConfig(_Model):
     jpeg_quality: int = Field(85, ge=10, le=100)
 
 
+EventName = Literal["target_detected", "target_cleared"]
+
+
 class LogSinkConfig(_Model):
     type: Literal["log"]
-    name: str | None = None
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    events: list[EventName] = Field(default_factory=lambda: ["target_detected"], min_length=1)
 
 
 class WebhookSinkConfig(_Model):
     type: Literal["webhook"]
-    name: str | None = None
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    events: list[EventName] = Field(default_factory=lambda: ["target_detected"], min_length=1)
     # Chat webhooks carry their token in the URL, so it is a secret too.
     url: SecretStr
     secret: SecretStr | None = None
@@ -169,6 +174,8 @@ class Config(_Model):
     server: ServerConfig = ServerConfig()
     state_dir: Path | None = None
     logging: LoggingConfig = LoggingConfig()
+    # On SIGTERM: how long in-flight analysis, then alert delivery, may each take.
+    shutdown_grace_seconds: float = Field(10.0, ge=0, le=600)
 
     def resolved_state_dir(self, env: Mapping[str, str] = os.environ) -> Path:
         if self.state_dir is not None:
@@ -338,4 +345,18 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Confi
         raise ConfigError(f"{p}: no such file") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{p}: cannot read: {e.__class__.__name__}") from None
-    return parse_config(text, str(p), env)
+    config = parse_config(text, str(p), env)
+    return _relative_to(config, p.parent)
+
+
+def _relative_to(config: Config, base: Path) -> Config:
+    """Relative file paths in stream URLs are taken from the config file's folder."""
+    streams = []
+    for s in config.streams:
+        url = s.url.get_secret_value()
+        if not urlsplit(url).scheme or len(urlsplit(url).scheme) == 1:
+            path = Path(url).expanduser()
+            if not path.is_absolute():
+                s = s.model_copy(update={"url": SecretStr(str(base / path))})
+        streams.append(s)
+    return config.model_copy(update={"streams": streams})

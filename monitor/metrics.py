@@ -14,7 +14,7 @@ from monitor import __version__
 PREFIX = "vlm_monitor"
 
 VLM_OUTCOMES = ("ok", "bad_answer", "timeout", "connection_error", "server_error", "rejected")
-DROP_REASONS = ("decode_error", "stale", "model_unavailable")
+DROP_REASONS = ("stale", "model_unavailable", "model_error", "decode_error")
 DELIVERY_OUTCOMES = ("delivered", "retry", "failed")
 
 

@@ -47,6 +47,18 @@ class BadAnswer(VlmError):
 
 
 @dataclass(frozen=True, slots=True)
+class ServerStatus:
+    reachable: bool
+    serves_model: bool
+    reason: str | None  # why it is not usable, in one line
+    max_model_len: int | None = None
+
+    @property
+    def usable(self) -> bool:
+        return self.reachable and self.serves_model
+
+
+@dataclass(frozen=True, slots=True)
 class Analysis:
     verdict: Verdict
     latency: float
@@ -135,21 +147,24 @@ class VlmClient:
         self.metrics.vlm_requests.labels("ok").inc()
         return Analysis(verdict, latency, prompt_tokens, completion_tokens)
 
-    async def check(self) -> str | None:
-        """None when the server answers and serves our model; else the reason, in one line."""
+    async def check(self) -> ServerStatus:
+        """Does the server answer, and serve our model? Also sets the vlm_up gauge."""
         try:
             page = await self._client.with_options(max_retries=0, timeout=5.0).models.list()
         except openai.APIError as e:
-            reason = str(_classify(e))
+            status = ServerStatus(False, False, str(_classify(e)))
         else:
-            ids = [m.id for m in page.data]
-            if self.cfg.model in ids:
-                self.metrics.vlm_up.set(1)
-                return None
-            shown = ", ".join(ids[:5]) or "none"
-            reason = f"the server does not serve model {self.cfg.model!r} (it serves: {shown})"
-        self.metrics.vlm_up.set(0)
-        return reason
+            served = {m.id: getattr(m, "max_model_len", None) for m in page.data}
+            if self.cfg.model in served:
+                length = served[self.cfg.model]
+                status = ServerStatus(True, True, None,
+                                      length if isinstance(length, int) else None)
+            else:
+                shown = ", ".join(list(served)[:5]) or "none"
+                status = ServerStatus(True, False, f"the server does not serve model "
+                                      f"{self.cfg.model!r} (it serves: {shown})")
+        self.metrics.vlm_up.set(1 if status.usable else 0)
+        return status
 
 
 def _classify(e: openai.APIError) -> VlmError:

@@ -1,0 +1,92 @@
+"""Where alerts go. A sink delivers one alert or raises: Retry (try later) or GiveUp."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from typing import Protocol
+
+import httpx
+
+from monitor import __version__, logs
+from monitor.alerts.model import Alert
+from monitor.config import LogSinkConfig, SinkConfig, WebhookSinkConfig, redact_url
+
+
+class Retry(Exception):
+    """Delivery failed in a way that may pass: try again later."""
+
+
+class GiveUp(Exception):
+    """Delivery failed in a way that retrying will not mend."""
+
+
+class Sink(Protocol):
+    name: str
+    events: frozenset[str]  # the alert events this sink wants
+
+    async def deliver(self, alert: Alert) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class LogSink:
+    def __init__(self, name: str, cfg: LogSinkConfig) -> None:
+        self.name = name
+        self.events = frozenset(cfg.events)
+        self._log = logs.get("monitor.alert")
+
+    async def deliver(self, alert: Alert) -> None:
+        payload = alert.payload()
+        event = payload.pop("event")
+        self._log.warning(event, alert_id=payload.pop("id"), **payload)
+
+    async def close(self) -> None:
+        pass
+
+
+def signature(secret: bytes, body: bytes) -> str:
+    return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+
+
+class WebhookSink:
+    """POSTs one alert per request; 2xx delivered, 408/429/5xx/network retried, other 4xx not."""
+
+    def __init__(self, name: str, cfg: WebhookSinkConfig) -> None:
+        self.name = name
+        self.events = frozenset(cfg.events)
+        self.max_attempts = cfg.max_attempts
+        self._url = cfg.url.get_secret_value()
+        self.display_url = redact_url(self._url)
+        self._secret = cfg.secret.get_secret_value().encode() if cfg.secret else None
+        self._client = httpx.AsyncClient(timeout=cfg.timeout_seconds, follow_redirects=False)
+
+    async def deliver(self, alert: Alert) -> None:
+        body = alert.body()
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": f"vlm-monitor/{__version__}",
+            "Idempotency-Key": alert.id,
+        }
+        if self._secret is not None:
+            headers["X-Signature-256"] = signature(self._secret, body)
+        try:
+            response = await self._client.post(self._url, content=body, headers=headers)
+        except httpx.TimeoutException:
+            raise Retry("timed out") from None
+        except httpx.HTTPError as e:
+            raise Retry(f"network error ({type(e).__name__})") from None
+        status = response.status_code
+        if 200 <= status < 300:
+            return
+        if status >= 500 or status in (408, 429):
+            raise Retry(f"HTTP {status}")
+        raise GiveUp(f"HTTP {status}")
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+
+def make_sinks(configs: list[SinkConfig], names: list[str]) -> list[Sink]:
+    return [LogSink(name, cfg) if isinstance(cfg, LogSinkConfig) else WebhookSink(name, cfg)
+            for cfg, name in zip(configs, names, strict=True)]

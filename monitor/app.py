@@ -1,0 +1,292 @@
+"""The daemon: streams → analysis → detectors → alerts, under one TaskGroup.
+
+Lifecycle (after uvicorn/hypercorn): ``run(shutdown)`` takes the event that
+ends it, so signals only set that event and tests pass their own. Shutdown
+stops sampling, gives in-flight analysis a grace period, then gives pending
+alert deliveries another, and returns the exit code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+from datetime import datetime
+
+import structlog
+
+from monitor import __version__, logs
+from monitor.alerts.dispatch import Dispatcher
+from monitor.alerts.model import Alert
+from monitor.alerts.sinks import make_sinks
+from monitor.backoff import backoff_delay
+from monitor.config import Config, StreamConfig
+from monitor.detector import Cleared, Detector, Observation, Raised
+from monitor.http import HttpServer
+from monitor.metrics import Metrics
+from monitor.pipeline import FrameAnalyzer, SampleResult, ordered
+from monitor.sources import LiveReader, Sample, SourceError, file_samples, is_live, live_samples
+from monitor.vlm import BadAnswer, Rejected, Unavailable, VlmClient
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class DaemonError(Exception):
+    """The daemon cannot start or go on; one line for the user. ``code`` is the exit code."""
+
+    def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """What the detector remembers of a matching sample."""
+
+    offset: float
+    wall: datetime
+    confidence: int
+    description: str
+
+
+class ModelWatch:
+    """Knows whether the model server is usable; probes it, with backoff, while it is not.
+
+    Logs only when the state or the reason changes, so a dead server is one
+    line, not one per frame.
+    """
+
+    RECHECK_S = 30.0
+
+    def __init__(self, client: VlmClient) -> None:
+        self.client = client
+        self.ready = asyncio.Event()
+        self.fatal: str | None = None
+        self.fatal_event = asyncio.Event()
+        self.reason: str | None = "the model server has not been checked yet"
+        self._wake = asyncio.Event()
+        self._log = logs.get("monitor.vlm")
+
+    def report_down(self, reason: str) -> None:
+        if self.ready.is_set():
+            self.ready.clear()
+            self.reason = reason
+            self._log.warning("model server unavailable", reason=reason)
+        self._wake.set()
+
+    async def run(self) -> None:
+        attempt = 0
+        last_reason: str | None = None
+        while True:
+            status = await self.client.check()
+            if status.usable:
+                if not self.ready.is_set():
+                    self._log.info("model server ready", model=self.client.cfg.model,
+                                   max_model_len=status.max_model_len)
+                self.reason, last_reason, attempt = None, None, 0
+                self.ready.set()
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.RECHECK_S)
+                continue
+            self.ready.clear()
+            self.reason = status.reason
+            if status.reachable and not status.serves_model:
+                # A wrong model name will not mend itself: say so and stop.
+                self.fatal = status.reason
+                self.fatal_event.set()
+                return
+            if status.reason != last_reason:
+                self._log.warning("model server unavailable, retrying", reason=status.reason)
+                last_reason = status.reason
+            await asyncio.sleep(backoff_delay(attempt, 1.0, 30.0))
+            attempt += 1
+
+
+class StreamRunner:
+    """One stream: its source, its detectors (one per target), its alerts."""
+
+    def __init__(self, cfg: StreamConfig, config: Config, client: VlmClient, watch: ModelWatch,
+                 dispatcher: Dispatcher, metrics: Metrics, stopping: asyncio.Event) -> None:
+        self.cfg = cfg
+        self.config = config
+        self.client = client
+        self.watch = watch
+        self.dispatcher = dispatcher
+        self.metrics = metrics
+        self.stopping = stopping
+        self.failed = False
+        det = config.detection
+        self.detectors: dict[str, Detector[Seen]] = {
+            t.name: Detector(det.consecutive_matches, det.rearm_after_absent) for t in cfg.targets}
+        metrics.declare_stream(cfg.name, [t.name for t in cfg.targets])
+        self._log = logs.get("monitor.stream")
+
+    async def _wait_for_model(self, error: Unavailable) -> bool:
+        """Files wait for the model server rather than lose frames; False once stopping."""
+        self.watch.report_down(str(error))
+        ready = asyncio.create_task(self.watch.ready.wait())
+        stop = asyncio.create_task(self.stopping.wait())
+        await asyncio.wait([ready, stop], return_when=asyncio.FIRST_COMPLETED)
+        ready.cancel()
+        stop.cancel()
+        return not self.stopping.is_set()
+
+    async def run(self) -> None:
+        structlog.contextvars.bind_contextvars(stream=self.cfg.name)
+        url = self.cfg.url.get_secret_value()
+        name = self.cfg.name
+        live = is_live(url)
+        self._log.info("stream starting", url=self.cfg.display_url, live=live,
+                       targets=[t.name for t in self.cfg.targets])
+        analyzer = FrameAnalyzer(self.client, self.cfg.targets, self.config.preprocess,
+                                 wait_for_model=None if live else self._wait_for_model)
+        reader: LiveReader | None = None
+        try:
+            if live:
+                reader = self._start_live(url)
+                source = live_samples(
+                    reader, self.cfg.sample_interval_seconds, self.stopping,
+                    on_skipped=lambda n: self.metrics.frames_dropped.labels(name, "stale").inc(n))
+                window = 2
+            else:
+                source = file_samples(url, self.cfg.sample_interval_seconds,
+                                      realtime=self.cfg.realtime, stop=self.stopping)
+                self.metrics.stream_up.labels(name).set(1)
+                window = self.config.vlm.max_concurrency
+            samples = 0
+            async for sample, result in ordered(source, analyzer, window):
+                samples += 1
+                self._handle(sample, result)
+            self._log.info("stream finished", samples=samples)
+        except SourceError as e:
+            self.failed = True
+            self._log.error("stream failed", error=str(e))
+        except Exception as e:  # one stream's bug must not take the others down
+            self.failed = True
+            self._log.error("stream crashed", error=f"{type(e).__name__}: {e}", exc_info=True)
+        finally:
+            self.metrics.stream_up.labels(name).set(0)
+            if reader is not None:
+                reader.stop()
+                await asyncio.to_thread(reader.join, 15.0)
+
+    def _start_live(self, url: str) -> LiveReader:
+        name = self.cfg.name
+        loop = asyncio.get_running_loop()
+        log = self._log.bind(stream=name)
+
+        def on_state(up: bool, why: str) -> None:  # called from the capture thread
+            def apply() -> None:
+                self.metrics.stream_up.labels(name).set(1 if up else 0)
+                (log.info if up else log.warning)("stream up" if up else "stream down", reason=why)
+            loop.call_soon_threadsafe(apply)
+
+        def on_reconnect() -> None:
+            loop.call_soon_threadsafe(self.metrics.stream_reconnects.labels(name).inc)
+
+        reader = LiveReader(url, name, on_state=on_state, on_reconnect=on_reconnect)
+        reader.start()
+        return reader
+
+    def _handle(self, sample: Sample, result: SampleResult) -> None:
+        name = self.cfg.name
+        min_conf = self.config.detection.min_confidence
+        self.metrics.frames_sampled.labels(name).inc()
+        for r in result.targets:
+            obs = r.observation(min_conf)
+            if r.error is not None:
+                reason = "model_unavailable" if isinstance(r.error, Unavailable) else "model_error"
+                self.metrics.frames_dropped.labels(name, reason).inc()
+                level = self._log.warning if isinstance(r.error, BadAnswer | Rejected) else self._log.debug
+                level("sample not analysed", target=r.target.name, offset=sample.offset,
+                      error=str(r.error))
+                continue
+            assert r.analysis is not None
+            verdict = r.analysis.verdict
+            self._log.debug("verdict", target=r.target.name, offset=sample.offset,
+                            present=verdict.present, confidence=verdict.confidence,
+                            latency=round(r.analysis.latency, 3))
+            if obs is Observation.MATCH:
+                self.metrics.matches.labels(name, r.target.name).inc()
+            seen = Seen(sample.offset, sample.wall, verdict.confidence, verdict.description)
+            event = self.detectors[r.target.name].observe(obs, seen)
+            if isinstance(event, Raised):
+                alert = Alert("target_detected", name, r.target.name, event.first.wall,
+                              event.first.offset, event.last.confidence, event.last.description)
+                self.metrics.alerts.labels(name, r.target.name).inc()
+                self._log.info("target detected", target=r.target.name, alert_id=alert.id,
+                               first_seen_offset_seconds=event.first.offset)
+                self.dispatcher.publish(alert)
+            elif isinstance(event, Cleared):
+                last = event.last_seen
+                self._log.info("target cleared", target=r.target.name, last_seen=last.offset)
+                self.dispatcher.publish(Alert(
+                    "target_cleared", name, r.target.name, last.wall, last.offset,
+                    last.confidence, last.description, last_seen=last.wall,
+                    last_seen_offset_seconds=last.offset))
+
+
+class Daemon:
+    def __init__(self, config: Config, metrics: Metrics | None = None) -> None:
+        self.config = config
+        self.metrics = metrics or Metrics()
+        self.http: HttpServer | None = None
+        self._log = logs.get("monitor.daemon")
+
+    async def run(self, shutdown: asyncio.Event) -> int:
+        config = self.config
+        client = VlmClient(config.vlm, self.metrics)
+        watch = ModelWatch(client)
+        dispatcher = Dispatcher(make_sinks(config.alerts, config.sink_names()), self.metrics)
+        self.http = HttpServer(config.server.host, config.server.port, self.metrics,
+                               readiness=lambda: watch.reason)
+        try:
+            await self.http.start()
+        except OSError as e:
+            await client.close()
+            await dispatcher.close()
+            raise DaemonError(f"cannot listen on {config.server.listen}: "
+                              f"{e.strerror or type(e).__name__}") from None
+        self._log.info("vlm-monitor started", version=__version__, listen=self.http.port,
+                       streams=len(config.streams), model=config.vlm.model)
+        stopping = asyncio.Event()
+        runners = [StreamRunner(s, config, client, watch, dispatcher, self.metrics, stopping)
+                   for s in config.streams]
+        grace = config.shutdown_grace_seconds
+        try:
+            async with asyncio.TaskGroup() as tg:
+                background = [tg.create_task(watch.run(), name="model-watch"),
+                              tg.create_task(dispatcher.run(), name="alerts")]
+                streams = [tg.create_task(r.run(), name=f"stream-{r.cfg.name}") for r in runners]
+                all_done = tg.create_task(asyncio.wait(streams))
+                signalled = tg.create_task(shutdown.wait())
+                fatal = tg.create_task(watch.fatal_event.wait())
+                await asyncio.wait([all_done, signalled, fatal],
+                                   return_when=asyncio.FIRST_COMPLETED)
+                if not all_done.done():
+                    self._log.info("stopping", reason=watch.fatal or "signal")
+                    stopping.set()
+                    _, late = await asyncio.wait(streams, timeout=grace)
+                    for t in late:
+                        t.cancel()
+                for t in (all_done, signalled, fatal):
+                    t.cancel()
+                delivered = await dispatcher.drain(grace)
+                if not delivered:
+                    self._log.error("alerts left undelivered at exit", count=dispatcher.pending())
+                for t in background:
+                    t.cancel()
+        finally:
+            await self.http.stop()
+            await client.close()
+            await dispatcher.close()
+        if watch.fatal:
+            raise DaemonError(f"model server: {watch.fatal}")
+        failed = [r.cfg.name for r in runners if r.failed]
+        if failed or not delivered:
+            self._log.error("vlm-monitor stopped with errors", failed_streams=failed,
+                            undelivered_alerts=dispatcher.pending())
+            return EXIT_FAILED
+        self._log.info("vlm-monitor stopped")
+        return EXIT_OK

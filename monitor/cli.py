@@ -1,0 +1,208 @@
+"""The ``vlm-monitor`` command: run, check-config, scan, probe.
+
+Every failure the user can cause ends in one line on stderr and an exit code;
+a traceback appears only with VLM_MONITOR_DEBUG=1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+from monitor import __version__, logs
+from monitor.app import EXIT_FAILED, EXIT_USAGE, Daemon, DaemonError
+from monitor.config import (
+    DEFAULT_BASE_URL,
+    DEFAULT_MODEL,
+    Config,
+    ConfigError,
+    DetectionConfig,
+    PreprocessConfig,
+    Target,
+    VlmConfig,
+    load_config,
+)
+from monitor.metrics import Metrics
+from monitor.preprocess import prepare
+from monitor.scan import EXIT_ERROR, Report, ScanError, exit_code, progress_stream, scan
+from monitor.sources import SourceError
+from monitor.vlm import VlmClient, VlmError
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> int:
+    print(f"vlm-monitor: error: {message}", file=sys.stderr, flush=True)
+    return code
+
+
+def _load(path: str) -> Config:
+    return load_config(path)
+
+
+# --- run ---------------------------------------------------------------------
+
+async def _run_daemon(config: Config) -> int:
+    shutdown = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    main_task = asyncio.current_task()
+
+    def on_signal() -> None:
+        if shutdown.is_set() and main_task is not None:
+            main_task.cancel()  # a second signal: do not wait out the grace period
+        shutdown.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal)
+    try:
+        return await Daemon(config).run(shutdown)
+    except asyncio.CancelledError:
+        return 130
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    logs.configure(config.logging.level, config.logging.format, stream=sys.stdout)
+    try:
+        return asyncio.run(_run_daemon(config))
+    except DaemonError as e:
+        return fail(str(e), e.code)
+
+
+# --- check-config --------------------------------------------------------------
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config = _load(args.file)
+    streams = ", ".join(f"{s.name} ({s.display_url})" for s in config.streams)
+    print(f"{args.file}: valid; {len(config.streams)} stream(s): {streams}; "
+          f"model {config.vlm.model} at {config.vlm.base_url}")
+    return 0
+
+
+# --- scan --------------------------------------------------------------------------
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    logs.configure("warning", "auto", stream=sys.stderr)
+    if not args.find.strip():
+        return fail("--find must describe a target")
+    if not 0 < args.interval <= 3600:
+        return fail("--interval must be between 0 and 3600 seconds")
+    try:
+        vlm = VlmConfig(base_url=args.base_url, model=args.model,
+                        api_key=os.environ.get("VLM_API_KEY", "EMPTY"),
+                        max_concurrency=args.concurrency, timeout_seconds=args.timeout)
+        detection = DetectionConfig(min_confidence=args.min_confidence,
+                                    consecutive_matches=args.consecutive)
+        pre = PreprocessConfig(clahe=not args.no_clahe, max_pixels=args.max_pixels)
+    except ValueError as e:  # pydantic's ValidationError
+        first = str(e).splitlines()
+        return fail(f"bad option: {first[1] if len(first) > 1 else first[0]}")
+    report = Report(sys.stdout, args.json, progress_stream())
+    target = Target(name=args.find, description=args.find)
+    try:
+        outcome = asyncio.run(scan(args.video, target, vlm, detection, pre, report,
+                                   interval=args.interval))
+    except (ScanError, SourceError) as e:
+        return fail(str(e), EXIT_ERROR)
+    code = exit_code(outcome)
+    if code == EXIT_ERROR:
+        fail(f"{outcome.unknown} of {outcome.samples} samples could not be analysed, "
+             "so 'not found' is not certain", EXIT_ERROR)
+    return code
+
+
+# --- probe ----------------------------------------------------------------------
+
+async def _probe(cfg: VlmConfig) -> tuple[bool, str]:
+    client = VlmClient(cfg, Metrics())
+    try:
+        status = await client.check()
+        if not status.usable:
+            return False, status.reason or "not usable"
+        # One real round trip: a red square on grey, which any VLM should see.
+        image = np.full((448, 448, 3), 128, np.uint8)
+        cv2.rectangle(image, (150, 150), (300, 300), (0, 0, 230), -1)
+        prepared = prepare(image, max_pixels=448 * 448, clahe=False)
+        start = time.perf_counter()
+        try:
+            analysis = await client.analyze(prepared.jpeg, "a red square")
+        except VlmError as e:
+            return False, str(e)
+        took = time.perf_counter() - start
+        sees = "sees" if analysis.verdict.present else "does NOT see"
+        return True, (f"model {cfg.model} at {cfg.base_url} answered in {took:.2f} s "
+                      f"({analysis.prompt_tokens} prompt tokens, max_model_len "
+                      f"{status.max_model_len or 'unknown'}); it {sees} the red test square")
+    finally:
+        await client.close()
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    ok, message = asyncio.run(_probe(config.vlm))
+    if not ok:
+        return fail(f"model server not usable: {message}")
+    print(f"ok: {message}")
+    return 0
+
+
+# --- entry point ------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="vlm-monitor",
+        description="Watch cameras and recordings with a vision-language model.")
+    p.add_argument("--version", action="version", version=f"vlm-monitor {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the daemon")
+    run.add_argument("--config", required=True, metavar="FILE")
+    run.set_defaults(func=cmd_run)
+
+    check = sub.add_parser("check-config", help="validate a config file (exit 0 valid, 2 not)")
+    check.add_argument("file", metavar="FILE")
+    check.set_defaults(func=cmd_check_config)
+
+    sc = sub.add_parser("scan", help="find when a target first appears in a recording "
+                        "(exit 0 found, 1 not found, 2 error)")
+    sc.add_argument("video", metavar="VIDEO")
+    sc.add_argument("--find", required=True, metavar="TEXT", help="what to look for")
+    sc.add_argument("--base-url", default=os.environ.get("VLM_BASE_URL", DEFAULT_BASE_URL),
+                    help="OpenAI-compatible API (default: $VLM_BASE_URL or %(default)s)")
+    sc.add_argument("--model", default=os.environ.get("VLM_MODEL", DEFAULT_MODEL))
+    sc.add_argument("--json", action="store_true", help="one JSON object per line")
+    sc.add_argument("--interval", type=float, default=1.0, help="seconds of video per sample")
+    sc.add_argument("--min-confidence", type=int, default=7)
+    sc.add_argument("--consecutive", type=int, default=2)
+    sc.add_argument("--concurrency", type=int, default=4, help="requests in flight")
+    sc.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
+    sc.add_argument("--max-pixels", type=int, default=PreprocessConfig().max_pixels)
+    sc.add_argument("--no-clahe", action="store_true")
+    sc.set_defaults(func=cmd_scan)
+
+    pr = sub.add_parser("probe", help="check the model server named in the config")
+    pr.add_argument("--config", required=True, metavar="FILE")
+    pr.set_defaults(func=cmd_probe)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+        return code
+    except ConfigError as e:
+        return fail(str(e))
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:
+        if os.environ.get("VLM_MONITOR_DEBUG"):
+            raise
+        return fail(f"internal error: {type(e).__name__}: {e} "
+                    "(set VLM_MONITOR_DEBUG=1 for a traceback)", EXIT_FAILED)

@@ -1,0 +1,101 @@
+"""From a sample to verdicts: preprocess once, ask about every target, keep sample order.
+
+Shared by ``scan`` and the daemon's streams. Up to ``window`` samples of one
+source are analysed at once (the model server batches them), and results are
+handed on in sample order, since the detector needs them in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+from monitor.config import PreprocessConfig, Target
+from monitor.detector import Observation
+from monitor.preprocess import Prepared, prepare
+from monitor.sources import Sample
+from monitor.vlm import Analysis, Unavailable, VlmClient, VlmError
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+async def ordered(source: AsyncIterator[T], fn: Callable[[T], Awaitable[R]],
+                  window: int) -> AsyncIterator[tuple[T, R]]:
+    """Map ``fn`` over ``source`` with up to ``window`` calls at once; yield in source order.
+
+    The source is not read further while the window is full, so nothing queues
+    without bound; the oldest call is awaited first.
+    """
+    pending: deque[tuple[T, asyncio.Task[R]]] = deque()
+    try:
+        async for item in source:
+            pending.append((item, asyncio.create_task(fn(item))))  # type: ignore[arg-type]
+            if len(pending) >= window:
+                head, task = pending.popleft()
+                yield head, await task
+        while pending:
+            head, task = pending.popleft()
+            yield head, await task
+    finally:
+        for _, task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*(t for _, t in pending), return_exceptions=True)
+
+
+@dataclass(frozen=True, slots=True)
+class TargetResult:
+    target: Target
+    analysis: Analysis | None
+    error: VlmError | None
+
+    def observation(self, min_confidence: int) -> Observation:
+        if self.analysis is None:
+            return Observation.UNKNOWN
+        if self.analysis.verdict.is_match(min_confidence):
+            return Observation.MATCH
+        return Observation.ABSENT
+
+
+@dataclass(frozen=True, slots=True)
+class SampleResult:
+    prepared: Prepared | None
+    targets: list[TargetResult]
+
+
+class FrameAnalyzer:
+    """Preprocesses a sample in a worker thread and asks the model about each target."""
+
+    def __init__(self, client: VlmClient, targets: Sequence[Target], pre: PreprocessConfig,
+                 wait_for_model: Callable[[Unavailable], Awaitable[bool]] | None = None) -> None:
+        self.client = client
+        self.targets = list(targets)
+        self.pre = pre
+        # Given, an unavailable server is waited for and the frame asked about again
+        # (files: no frame is stale); it returns False when waiting should stop.
+        self.wait_for_model = wait_for_model
+
+    async def __call__(self, sample: Sample) -> SampleResult:
+        pre = self.pre
+        prepared = await asyncio.to_thread(
+            prepare, sample.frame, max_pixels=pre.max_pixels, clahe=pre.clahe,
+            clip_limit=pre.clahe_clip_limit, tile_grid=pre.clahe_tile_grid,
+            jpeg_quality=pre.jpeg_quality)
+        results = await asyncio.gather(*(self._ask(prepared, t) for t in self.targets))
+        return SampleResult(prepared, list(results))
+
+    async def _ask(self, prepared: Prepared, target: Target) -> TargetResult:
+        while True:
+            try:
+                analysis = await self.client.analyze(prepared.jpeg, target.prompt_text)
+            except Unavailable as e:
+                if self.wait_for_model is not None and await self.wait_for_model(e):
+                    continue
+                return TargetResult(target, None, e)
+            except VlmError as e:
+                return TargetResult(target, None, e)
+            return TargetResult(target, analysis, None)

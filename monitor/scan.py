@@ -1,0 +1,134 @@
+"""``vlm-monitor scan``: when does the target first appear in this recording?
+
+The seed's job, kept to its rules (one sample per second of video, CLAHE, a
+match at confidence >= 7, found after 2 consecutive matches, reported at the
+first of them), but several samples are in flight at once and nothing touches
+the disk.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from typing import TextIO
+
+from monitor.config import DetectionConfig, PreprocessConfig, Target, VlmConfig
+from monitor.detector import Detector, Observation, Raised
+from monitor.metrics import Metrics
+from monitor.pipeline import FrameAnalyzer, SampleResult, ordered
+from monitor.sources import Sample, file_samples
+from monitor.vlm import Rejected, Unavailable, VlmClient
+
+EXIT_FOUND, EXIT_NOT_FOUND, EXIT_ERROR = 0, 1, 2
+
+
+class ScanError(Exception):
+    """Scanning cannot go on: one line for the user."""
+
+
+@dataclass
+class ScanOutcome:
+    first_detection: float | None
+    samples: int
+    unknown: int
+
+
+def _clock(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
+class Report:
+    """Prints one line per sample and the summary, as text or JSON lines."""
+
+    def __init__(self, out: TextIO, as_json: bool, progress: TextIO | None) -> None:
+        self.out = out
+        self.as_json = as_json
+        self.progress = progress
+
+    def sample(self, sample: Sample, result: SampleResult, min_confidence: int) -> None:
+        r = result.targets[0]
+        obs = r.observation(min_confidence)
+        verdict = r.analysis.verdict if r.analysis else None
+        if self.progress:
+            self.progress.write("\r\x1b[K")
+        if self.as_json:
+            line = json.dumps({
+                "second": sample.offset,
+                "match": obs is Observation.MATCH,
+                "present": verdict.present if verdict else None,
+                "confidence": verdict.confidence if verdict else None,
+                "description": verdict.description if verdict else None,
+                "error": str(r.error) if r.error else None,
+            }, ensure_ascii=False)
+        elif verdict is None:
+            line = f"{_clock(sample.offset):>8}  ERROR       {r.error}"
+        else:
+            label = {Observation.MATCH: "MATCH", Observation.ABSENT: "no"}[obs]
+            if obs is Observation.ABSENT and verdict.present:
+                label = "unsure"
+            line = f"{_clock(sample.offset):>8}  {label:<6} {verdict.confidence:>2}/10  {verdict.description}"
+        print(line, file=self.out, flush=True)
+        if self.progress:
+            self.progress.write(f"scanning… {_clock(sample.offset)} analysed")
+            self.progress.flush()
+
+    def summary(self, outcome: ScanOutcome, target: str, consecutive: int) -> None:
+        if self.progress:
+            self.progress.write("\r\x1b[K")
+            self.progress.flush()
+        if self.as_json:
+            print(json.dumps({"first_detection_seconds": outcome.first_detection,
+                              "found": outcome.first_detection is not None,
+                              "target": target, "samples": outcome.samples,
+                              "unknown_samples": outcome.unknown}, ensure_ascii=False),
+                  file=self.out, flush=True)
+            return
+        if outcome.first_detection is not None:
+            t = outcome.first_detection
+            text = (f"found: {target!r} first appears at {t:g} s ({_clock(t)}), "
+                    f"seen in {consecutive} consecutive samples")
+        else:
+            text = f"not found: {target!r} in {outcome.samples} samples"
+            if outcome.unknown:
+                text += f" ({outcome.unknown} could not be analysed)"
+        print(text, file=self.out, flush=True)
+
+
+async def scan(video: str, target: Target, vlm: VlmConfig, detection: DetectionConfig,
+               pre: PreprocessConfig, report: Report, interval: float = 1.0) -> ScanOutcome:
+    client = VlmClient(vlm, Metrics())
+    detector: Detector[Sample] = Detector(detection.consecutive_matches,
+                                          detection.rearm_after_absent)
+    analyzer = FrameAnalyzer(client, [target], pre)
+    outcome = ScanOutcome(None, 0, 0)
+    try:
+        samples = file_samples(video, interval)
+        async for sample, result in ordered(samples, analyzer, vlm.max_concurrency):
+            error = result.targets[0].error
+            if isinstance(error, Unavailable | Rejected):
+                raise ScanError(str(error))
+            outcome.samples += 1
+            obs = result.targets[0].observation(detection.min_confidence)
+            outcome.unknown += obs is Observation.UNKNOWN
+            report.sample(sample, result, detection.min_confidence)
+            event = detector.observe(obs, sample)
+            if isinstance(event, Raised):
+                outcome.first_detection = event.first.offset
+                break
+    finally:
+        await client.close()
+    report.summary(outcome, target.name, detection.consecutive_matches)
+    return outcome
+
+
+def exit_code(outcome: ScanOutcome) -> int:
+    if outcome.first_detection is not None:
+        return EXIT_FOUND
+    # "Not found" is only an answer when every sample was actually looked at.
+    return EXIT_ERROR if outcome.unknown else EXIT_NOT_FOUND
+
+
+def progress_stream() -> TextIO | None:
+    return sys.stderr if sys.stderr.isatty() else None

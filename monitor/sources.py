@@ -1,0 +1,258 @@
+"""Where frames come from: video files read by media time, and live streams.
+
+Decoding blocks, so each capture runs in a worker thread and the event loop
+only ever awaits it. A file is sampled at one frame per interval of *media*
+time, as fast as the consumer takes samples. A live stream is drained
+continuously by its own thread, which keeps only the newest frame: a camera's
+socket and decoder buffers would otherwise hand back frames seconds old.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import cv2
+
+from monitor.backoff import backoff_delay
+from monitor.preprocess import Frame
+
+LIVE_SCHEMES = frozenset({"rtsp", "rtsps", "rtmp", "http", "https", "udp", "srt", "tcp"})
+
+
+class SourceError(Exception):
+    """A source that cannot be read, phrased for the user (never holding credentials)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    index: int  # 0, 1, 2, … per source
+    offset: float  # seconds into the file; seconds since connect for a live stream
+    wall: datetime  # UTC time the frame was taken
+    frame: Frame
+
+
+def is_live(url: str) -> bool:
+    return urlsplit(url).scheme.lower() in LIVE_SCHEMES
+
+
+def file_path(url: str) -> Path:
+    parts = urlsplit(url)
+    if parts.scheme == "file":
+        return Path(unquote(parts.path))
+    return Path(url)
+
+
+class MediaClock:
+    """Picks the first frame at or after each multiple of the interval. Pure.
+
+    Frames whose timestamps skip several intervals (a gap in the media) give
+    one sample, not a burst.
+    """
+
+    EPSILON = 1e-3  # timestamps in ms land a hair off exact multiples
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.next_due = 0.0
+
+    def due(self, t: float) -> bool:
+        if t + self.EPSILON < self.next_due:
+            return False
+        self.next_due = (math.floor((t + self.EPSILON) / self.interval) + 1) * self.interval
+        return True
+
+
+def _open_params(timeout_s: float) -> list[int]:
+    # One decoder thread per stream costs the least CPU (FACTS.md); timeouts only
+    # work as open parameters, never via cap.set() afterwards.
+    ms = int(timeout_s * 1000)
+    return [cv2.CAP_PROP_N_THREADS, 1, cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms,
+            cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
+
+
+class FileReader:
+    """Blocking reader of one video file; call it from a worker thread."""
+
+    def __init__(self, path: Path, interval: float) -> None:
+        self.path = path
+        self.clock = MediaClock(interval)
+        self.frames = 0
+        self._cap: cv2.VideoCapture | None = None
+        self._fps = 0.0
+
+    def open(self) -> None:
+        if not self.path.exists():
+            raise SourceError(f"no such file: {self.path}")
+        if not self.path.is_file():
+            raise SourceError(f"not a regular file: {self.path}")
+        cap = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG, _open_params(10.0))
+        if not cap.isOpened():
+            cap.release()
+            raise SourceError(f"cannot open as a video (corrupt or unsupported): {self.path}")
+        self._cap = cap
+        self._fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
+
+    def next(self) -> tuple[float, Frame] | None:
+        """The next sampled frame and its media time, or None at the end."""
+        cap = self._cap
+        if cap is None:
+            raise RuntimeError("FileReader.next() before open()")
+        while cap.grab():
+            self.frames += 1
+            t = cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+            if t <= 0 and self.frames > 1 and self._fps > 0:
+                t = (self.frames - 1) / self._fps  # containers without timestamps
+            if not self.clock.due(t):
+                continue
+            ok, frame = cap.retrieve()
+            if ok and frame is not None:
+                return round(t, 3), frame
+        if self.frames == 0:
+            raise SourceError(f"no decodable frames (corrupt or unsupported): {self.path}")
+        return None
+
+    def close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+
+async def file_samples(url: str, interval: float, *, realtime: bool = False,
+                       stop: asyncio.Event | None = None) -> AsyncIterator[Sample]:
+    """Samples of a video file, one per interval of media time. Raises SourceError."""
+    reader = FileReader(file_path(url), interval)
+    await asyncio.to_thread(reader.open)
+    try:
+        started = time.monotonic()
+        index = 0
+        while stop is None or not stop.is_set():
+            item = await asyncio.to_thread(reader.next)
+            if item is None:
+                return
+            offset, frame = item
+            if realtime:
+                await asyncio.sleep(max(0.0, started + offset - time.monotonic()))
+            yield Sample(index, offset, datetime.now(UTC), frame)
+            index += 1
+    finally:
+        await asyncio.to_thread(reader.close)
+
+
+@dataclass(frozen=True, slots=True)
+class _Latest:
+    seq: int
+    taken: float  # time.monotonic() when decoded
+    wall: datetime
+    frame: Frame
+
+
+class LiveReader:
+    """A thread that keeps one live capture open and drained; only the newest frame is kept.
+
+    It reopens the capture with capped exponential backoff whenever it fails,
+    and reports up/down through callbacks (called from its thread).
+    """
+
+    def __init__(self, url: str, display: str, *, timeout_s: float = 10.0,
+                 on_state: Callable[[bool, str], None] = lambda up, why: None,
+                 on_reconnect: Callable[[], None] = lambda: None) -> None:
+        self.url = url
+        self.display = display
+        self.timeout_s = timeout_s
+        self.on_state = on_state
+        self.on_reconnect = on_reconnect
+        self.connected_at: float | None = None  # monotonic time of the first frame
+        self._latest: _Latest | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"capture-{display}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+
+    def latest(self) -> _Latest | None:
+        with self._lock:
+            return self._latest
+
+    def _run(self) -> None:
+        attempt = 0
+        seq = 0
+        while not self._stop.is_set():
+            cap = cv2.VideoCapture(self.url, cv2.CAP_FFMPEG, _open_params(self.timeout_s))
+            try:
+                if not cap.isOpened():
+                    self.on_state(False, "cannot open the stream")
+                else:
+                    up = False
+                    while not self._stop.is_set():
+                        ok, frame = cap.read()
+                        if not ok or frame is None:
+                            break
+                        now = time.monotonic()
+                        if self.connected_at is None:
+                            self.connected_at = now
+                        seq += 1
+                        with self._lock:
+                            self._latest = _Latest(seq, now, datetime.now(UTC), frame)
+                        if not up:
+                            up, attempt = True, 0
+                            self.on_state(True, "receiving frames")
+                    if up:
+                        self.on_state(False, "the stream ended or stopped sending")
+            finally:
+                cap.release()
+            if self._stop.is_set():
+                return
+            self.on_reconnect()
+            self._stop.wait(backoff_delay(attempt))
+            attempt += 1
+
+
+async def live_samples(reader: LiveReader, interval: float, stop: asyncio.Event,
+                       on_skipped: Callable[[int], None] = lambda n: None) -> AsyncIterator[Sample]:
+    """One sample per interval of wall time: the newest frame, if it is new and fresh.
+
+    A frame older than two intervals means the stream froze: nothing is sampled
+    then. Intervals that passed while the consumer was busy are reported to
+    ``on_skipped`` (they are frames we chose not to analyse late).
+    """
+    loop = asyncio.get_running_loop()
+    next_due = loop.time()
+    last_seq = 0
+    index = 0
+    while not stop.is_set():
+        delay = next_due - loop.time()
+        if delay > 0:
+            try:
+                await asyncio.wait_for(stop.wait(), delay)
+                return
+            except TimeoutError:
+                pass
+        now = loop.time()
+        missed = int((now - next_due) // interval)
+        if missed > 0:
+            on_skipped(missed)
+        next_due += (missed + 1) * interval
+        latest = reader.latest()
+        if latest is None or latest.seq == last_seq:
+            continue
+        if time.monotonic() - latest.taken > 2 * interval:
+            continue  # frozen: the newest frame we have is old
+        last_seq = latest.seq
+        base = reader.connected_at or latest.taken
+        yield Sample(index, round(latest.taken - base, 3), latest.wall, latest.frame)
+        index += 1
