@@ -270,8 +270,9 @@ class Daemon:
                     _, late = await asyncio.wait(streams, timeout=grace)
                     for t in late:
                         t.cancel()
-                for t in (all_done, signalled, fatal):
-                    t.cancel()
+                all_done.cancel()
+                signalled.cancel()
+                fatal.cancel()
                 delivered = await dispatcher.drain(grace)
                 if not delivered:
                     self._log.error("alerts left undelivered at exit", count=dispatcher.pending())

@@ -12,5 +12,5 @@ def backoff_delay(attempt: int, base: float = 1.0, cap: float = 30.0,
 
     The jitter keeps many streams (or daemons) that failed together from retrying in lockstep.
     """
-    ceiling = min(cap, base * (2 ** min(attempt, 30)))
+    ceiling = min(cap, base * 2.0 ** min(attempt, 30))
     return ceiling / 2 + rng() * ceiling / 2

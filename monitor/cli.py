@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 import cv2
 import numpy as np
+from pydantic import SecretStr
 
 from monitor import __version__, logs
 from monitor.app import EXIT_FAILED, EXIT_USAGE, Daemon, DaemonError
@@ -95,7 +96,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
         return fail("--interval must be between 0 and 3600 seconds")
     try:
         vlm = VlmConfig(base_url=args.base_url, model=args.model,
-                        api_key=os.environ.get("VLM_API_KEY", "EMPTY"),
+                        api_key=SecretStr(os.environ.get("VLM_API_KEY", "EMPTY")),
                         max_concurrency=args.concurrency, timeout_seconds=args.timeout)
         detection = DetectionConfig(min_confidence=args.min_confidence,
                                     consecutive_matches=args.consecutive)

@@ -112,16 +112,20 @@ class PreprocessConfig(_Model):
 EventName = Literal["target_detected", "target_cleared"]
 
 
+def _detections_only() -> list[EventName]:
+    return ["target_detected"]
+
+
 class LogSinkConfig(_Model):
     type: Literal["log"]
     name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-    events: list[EventName] = Field(default_factory=lambda: ["target_detected"], min_length=1)
+    events: list[EventName] = Field(default_factory=_detections_only, min_length=1)
 
 
 class WebhookSinkConfig(_Model):
     type: Literal["webhook"]
     name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-    events: list[EventName] = Field(default_factory=lambda: ["target_detected"], min_length=1)
+    events: list[EventName] = Field(default_factory=_detections_only, min_length=1)
     # Chat webhooks carry their token in the URL, so it is a secret too.
     url: SecretStr
     secret: SecretStr | None = None
@@ -138,6 +142,10 @@ class WebhookSinkConfig(_Model):
 
 
 SinkConfig = Annotated[LogSinkConfig | WebhookSinkConfig, Field(discriminator="type")]
+
+
+def _log_only() -> list[SinkConfig]:
+    return [LogSinkConfig(type="log")]
 
 
 class ServerConfig(_Model):
@@ -170,7 +178,7 @@ class Config(_Model):
     streams: list[StreamConfig] = Field(min_length=1)
     detection: DetectionConfig = DetectionConfig()
     preprocess: PreprocessConfig = PreprocessConfig()
-    alerts: list[SinkConfig] = Field(default_factory=lambda: [LogSinkConfig(type="log")])
+    alerts: list[SinkConfig] = Field(default_factory=lambda: _log_only())
     server: ServerConfig = ServerConfig()
     state_dir: Path | None = None
     logging: LoggingConfig = LoggingConfig()
@@ -238,7 +246,7 @@ class _Located:
         if isinstance(node, yaml.MappingNode):
             out: dict[Any, Any] = {}
             for key_node, value_node in node.value:
-                key = loader.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+                key = loader.construct_object(key_node, deep=True)
                 if not isinstance(key, str | int | float | bool):
                     raise self.error(path, "mapping keys must be plain values", key_node)
                 child = (*path, str(key))
@@ -249,7 +257,7 @@ class _Located:
             return out
         if isinstance(node, yaml.SequenceNode):
             return [self.build(item, (*path, i), loader) for i, item in enumerate(node.value)]
-        return loader.construct_object(node, deep=True)  # type: ignore[no-untyped-call]
+        return loader.construct_object(node, deep=True)
 
     def line_of(self, path: Path_) -> int | None:
         while path:
@@ -287,10 +295,9 @@ def _data_path(data: Any, loc: tuple[int | str, ...]) -> Path_:
     """Pydantic's error location without the union tags it adds, so that it matches the YAML."""
     out: list[str | int] = []
     for i, part in enumerate(loc):
-        if isinstance(data, dict) and part in data:
-            data = data[part]
-            out.append(part)
-        elif isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data):
+        in_dict = isinstance(data, dict) and part in data
+        in_list = isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data)
+        if in_dict or in_list:
             data = data[part]
             out.append(part)
         elif i == len(loc) - 1 and isinstance(part, str):
@@ -304,7 +311,7 @@ def parse_config(text: str, source: str = "<config>", env: Mapping[str, str] | N
     loc = _Located(source)
     loader = yaml.SafeLoader(text)
     try:
-        node = loader.get_single_node()  # type: ignore[no-untyped-call]
+        node = loader.get_single_node()
         if node is None:
             raise ConfigError(f"{source}: the file is empty")
         data = loc.build(node, (), loader)
@@ -314,7 +321,7 @@ def parse_config(text: str, source: str = "<config>", env: Mapping[str, str] | N
         where = f"{source}:{mark.line + 1}" if mark is not None else source
         raise ConfigError(f"{where}: invalid YAML: {problem}") from None
     finally:
-        loader.dispose()  # type: ignore[no-untyped-call]
+        loader.dispose()
     if not isinstance(data, dict):
         raise ConfigError(f"{source}:1: the top level must be a mapping of keys")
     data = _expand(data, (), env, loc)

@@ -57,8 +57,7 @@ def clahe_lab(frame: Frame, clip_limit: float = 2.0, tile_grid: int = 8) -> Fram
     lab = cv2.cvtColor(frame, cv2.COLOR_BGR2LAB)
     clahe = cv2.createCLAHE(clipLimit=clip_limit, tileGridSize=(tile_grid, tile_grid))
     lab[:, :, 0] = clahe.apply(np.ascontiguousarray(lab[:, :, 0]))
-    out: Frame = cv2.cvtColor(lab, cv2.COLOR_LAB2BGR)
-    return out
+    return np.asarray(cv2.cvtColor(lab, cv2.COLOR_LAB2BGR), np.uint8)
 
 
 def prepare(frame: Frame, *, max_pixels: int, clahe: bool = True, clip_limit: float = 2.0,
@@ -69,7 +68,7 @@ def prepare(frame: Frame, *, max_pixels: int, clahe: bool = True, clip_limit: fl
     h, w = frame.shape[:2]
     tw, th = target_size(w, h, max_pixels)
     if (tw, th) != (w, h):
-        frame = cv2.resize(frame, (tw, th), interpolation=cv2.INTER_AREA)
+        frame = np.asarray(cv2.resize(frame, (tw, th), interpolation=cv2.INTER_AREA), np.uint8)
     if clahe:
         frame = clahe_lab(frame, clip_limit, tile_grid)
     ok, buf = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])

@@ -20,6 +20,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import cv2
+import numpy as np
 
 from monitor.backoff import backoff_delay
 from monitor.preprocess import Frame
@@ -114,7 +115,7 @@ class FileReader:
                 continue
             ok, frame = cap.retrieve()
             if ok and frame is not None:
-                return round(t, 3), frame
+                return round(t, 3), np.asarray(frame, np.uint8)
         if self.frames == 0:
             raise SourceError(f"no decodable frames (corrupt or unsupported): {self.path}")
         return None
@@ -207,7 +208,8 @@ class LiveReader:
                             self.connected_at = now
                         seq += 1
                         with self._lock:
-                            self._latest = _Latest(seq, now, datetime.now(UTC), frame)
+                            self._latest = _Latest(seq, now, datetime.now(UTC),
+                                                   np.asarray(frame, np.uint8))
                         if not up:
                             up, attempt = True, 0
                             self.on_state(True, "receiving frames")

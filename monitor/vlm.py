@@ -11,9 +11,10 @@ import asyncio
 import base64
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import openai
+from openai.types.chat import ChatCompletionMessageParam
 
 from monitor.config import VlmConfig
 from monitor.metrics import Metrics
@@ -103,7 +104,7 @@ class VlmClient:
     async def analyze(self, jpeg: bytes, target: str) -> Analysis:
         """Ask whether ``target`` is in the image. Raises VlmError when there is no verdict."""
         image_url = "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
-        messages: Any = [{
+        messages: list[ChatCompletionMessageParam] = [{
             "role": "user",
             "content": [
                 {"type": "text", "text": build_prompt(target)},
@@ -119,7 +120,7 @@ class VlmClient:
                     messages=messages,
                     max_tokens=self.cfg.max_tokens,
                     temperature=0.0,
-                    response_format=RESPONSE_FORMAT,
+                    response_format=cast(Any, RESPONSE_FORMAT),
                 )
             except VlmError as e:
                 self.metrics.vlm_requests.labels(e.outcome).inc()

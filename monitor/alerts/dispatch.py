@@ -13,8 +13,8 @@ from collections.abc import Callable, Sequence
 from monitor import logs
 from monitor.alerts.model import Alert
 from monitor.alerts.sinks import GiveUp, Retry, Sink
-from monitor.metrics import Metrics
 from monitor.backoff import backoff_delay
+from monitor.metrics import Metrics
 
 
 class Dispatcher:
@@ -50,10 +50,10 @@ class Dispatcher:
             for sink in self.sinks:
                 tg.create_task(self._worker(sink), name=f"sink-{sink.name}")
 
-    async def drain(self, timeout: float) -> bool:
-        """Wait until every published alert has been dealt with; False on timeout."""
+    async def drain(self, grace: float) -> bool:
+        """Wait until every published alert has been dealt with; False after ``grace`` seconds."""
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(grace):
                 for q in self._queues.values():
                     await q.join()
         except TimeoutError:

@@ -33,7 +33,7 @@ class Sink(Protocol):
 class LogSink:
     def __init__(self, name: str, cfg: LogSinkConfig) -> None:
         self.name = name
-        self.events = frozenset(cfg.events)
+        self.events: frozenset[str] = frozenset(cfg.events)
         self._log = logs.get("monitor.alert")
 
     async def deliver(self, alert: Alert) -> None:
@@ -54,7 +54,7 @@ class WebhookSink:
 
     def __init__(self, name: str, cfg: WebhookSinkConfig) -> None:
         self.name = name
-        self.events = frozenset(cfg.events)
+        self.events: frozenset[str] = frozenset(cfg.events)
         self.max_attempts = cfg.max_attempts
         self._url = cfg.url.get_secret_value()
         self.display_url = redact_url(self._url)
@@ -88,5 +88,7 @@ class WebhookSink:
 
 
 def make_sinks(configs: list[SinkConfig], names: list[str]) -> list[Sink]:
-    return [LogSink(name, cfg) if isinstance(cfg, LogSinkConfig) else WebhookSink(name, cfg)
-            for cfg, name in zip(configs, names, strict=True)]
+    sinks: list[Sink] = []
+    for cfg, name in zip(configs, names, strict=True):
+        sinks.append(LogSink(name, cfg) if isinstance(cfg, LogSinkConfig) else WebhookSink(name, cfg))
+    return sinks
