@@ -205,21 +205,24 @@ class Config(_Model):
         return names
 
 
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+://)(.*)$", re.S)
+
+
 def redact_url(url: str) -> str:
-    """The URL with any user:password replaced by ***, and query strings dropped."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<invalid url>"
-    if not parts.scheme or len(parts.scheme) == 1:  # a plain (or Windows) path
+    """The URL with any credentials replaced by *** and the query string hidden.
+
+    Done on the raw text, not with urlsplit: a password holding '#', '/' or ':'
+    makes the URL unparseable, and it must still not leak.
+    """
+    m = _SCHEME.match(url)
+    if m is None:  # a plain file path
         return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    if parts.username is not None or parts.password is not None:
-        host = f"***@{host}"
-    query = "?…" if parts.query else ""
-    return f"{parts.scheme}://{host}{parts.path}{query}"
+    scheme, rest = m.groups()
+    if "@" in rest:
+        rest = "***@" + rest.rsplit("@", 1)[1]
+    if "?" in rest:
+        rest = rest.split("?", 1)[0] + "?…"
+    return scheme + rest
 
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")

@@ -62,7 +62,7 @@ def build_prompt(target: str) -> str:
 
 
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.S | re.I)
-_LINE = re.compile(r"^[\s*#>-]*([A-Za-z ]+?)\s*[*]*\s*:\s*[*]*\s*(.*?)\s*$")
+_LINE = re.compile(r"^[\s*#>-]*(?:\d+[.)]\s*)?[*]*([A-Za-z ]+?)\s*[*]*\s*:\s*[*]*\s*(.*?)\s*$")
 _CONF = re.compile(r"^\s*(\d{1,2})(?:\.0+)?\s*(?:/\s*10)?\s*$")
 
 

@@ -1,0 +1,135 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from monitor.config import ConfigError, load_config, parse_config, redact_url
+from tests.conftest import ROOT, cli
+
+MINIMAL = "streams:\n  - name: cam\n    url: clip.mp4\n    targets: [a red car]\n"
+
+
+def error_of(text: str, env: dict[str, str] | None = None) -> str:
+    with pytest.raises(ConfigError) as e:
+        parse_config(text, "cfg.yaml", env or {})
+    return str(e.value)
+
+
+def test_example_config_is_valid_and_follows_the_seed_defaults() -> None:
+    config = load_config(ROOT / "config" / "example.yaml", env={})
+    assert config.vlm.base_url == "http://127.0.0.1:8000/v1"
+    assert config.vlm.model == "Qwen/Qwen2.5-VL-7B-Instruct"
+    assert config.detection.min_confidence == 7
+    assert config.detection.consecutive_matches == 2
+    assert config.streams[0].sample_interval_seconds == 1.0
+    assert config.preprocess.clahe is True
+    # Relative file paths are taken from the config file's folder.
+    assert Path(config.streams[0].url.get_secret_value()).resolve() == ROOT / "samples" / "demo.mp4"
+
+
+def test_env_expansion_with_defaults_and_secrets_kept_secret() -> None:
+    text = """
+vlm:
+  base_url: ${VLM_URL:-http://gpu:8000/v1}
+  api_key: ${VLM_API_KEY:-EMPTY}
+streams:
+  - name: front-door
+    url: rtsp://user:${CAM_PASS}@192.0.2.10/stream1
+    targets:
+      - a person wearing a red shirt
+      - {name: dog, description: a brown dog on the lawn}
+alerts:
+  - type: webhook
+    url: https://hooks.example.com/cctv
+    secret: ${WEBHOOK_SECRET}
+"""
+    env = {"CAM_PASS": "hunter2: x", "WEBHOOK_SECRET": "s3cr3t", "VLM_API_KEY": "key-123"}
+    config = parse_config(text, "cfg.yaml", env)
+    assert config.vlm.base_url == "http://gpu:8000/v1"
+    assert config.vlm.api_key.get_secret_value() == "key-123"
+    stream = config.streams[0]
+    # The password's ': #' did not change the YAML's structure.
+    assert stream.url.get_secret_value() == "rtsp://user:hunter2: x@192.0.2.10/stream1"
+    assert [t.name for t in stream.targets] == ["a person wearing a red shirt", "dog"]
+    assert stream.targets[1].prompt_text == "a brown dog on the lawn"
+    dumped = repr(config) + str(config)
+    for secret in ("hunter2", "s3cr3t", "key-123"):
+        assert secret not in dumped
+    assert "hunter2" not in stream.display_url
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (MINIMAL + "bogus: 1\n", "cfg.yaml:5: bogus: unknown key"),
+        (MINIMAL.replace("    targets", "    colour: red\n    targets"), "cfg.yaml:4: streams[0].colour: unknown key"),
+        ("vlm:\n  max_concurrency: lots\n" + MINIMAL, "cfg.yaml:2: vlm.max_concurrency: Input should be a valid integer"),
+        ("vlm:\n  max_concurrency: 0\n" + MINIMAL, "cfg.yaml:2: vlm.max_concurrency: Input should be greater than or equal to 1"),
+        ("streams:\n  - name: cam\n    url: x.mp4\n", "cfg.yaml:2: streams[0].targets: Field required"),
+        ("streams: []\n", "cfg.yaml:1: streams: List should have at least 1 item"),
+        (MINIMAL + "alerts:\n  - type: mqtt\n", "cfg.yaml:6: alerts[0]: Input tag 'mqtt'"),
+        (MINIMAL + "alerts:\n  - type: webhook\n    secret: x\n", "cfg.yaml:6: alerts[0].url: Field required"),
+        (MINIMAL + "alerts:\n  - type: webhook\n    url: ftp://x\n", "cfg.yaml:7: alerts[0].url: Value error, must be an http"),
+        (MINIMAL + "server:\n  listen: 9108\n", "cfg.yaml:6: server.listen:"),
+        (MINIMAL + MINIMAL[len("streams:\n"):].join(["", ""]), "duplicate"),
+        ("streams:\n  - name: a\n    url: ${NOPE}\n    targets: [x]\n", "cfg.yaml:3: streams[0].url: environment variable NOPE is not set"),
+        ("streams: [\n", "cfg.yaml:2: invalid YAML"),
+        ("", "cfg.yaml: the file is empty"),
+        ("- a\n- b\n", "cfg.yaml:1: the top level must be a mapping"),
+        ("streams:\n  - name: bad name!\n    url: x\n    targets: [x]\n", "cfg.yaml:2: streams[0].name: String should match pattern"),
+    ],
+)
+def test_errors_name_the_key_path_and_line(text: str, expected: str) -> None:
+    assert expected in error_of(text)
+
+
+def test_duplicate_stream_names_are_rejected() -> None:
+    text = MINIMAL + "  - name: cam\n    url: other.mp4\n    targets: [x]\n"
+    assert error_of(text) == "cfg.yaml:5: streams[1].name: duplicate stream name 'cam'"
+
+
+def test_duplicate_keys_are_rejected() -> None:
+    assert "cfg.yaml:3: vlm.model: duplicate key" in error_of("vlm:\n  model: a\n  model: b\n" + MINIMAL)
+
+
+def test_error_never_echoes_a_secret_value() -> None:
+    text = MINIMAL + "vlm:\n  api_key: {nested: s3cr3t-value}\n"
+    message = error_of(text)
+    assert "vlm.api_key" in message
+    assert "s3cr3t-value" not in message
+
+
+def test_redact_url() -> None:
+    assert redact_url("rtsp://admin:pw@10.0.0.5:554/live?token=abc") == "rtsp://***@10.0.0.5:554/live?…"
+    assert redact_url("/var/videos/a.mp4") == "/var/videos/a.mp4"
+    assert redact_url("rtsp://u:p#w/d@cam/s") == "rtsp://***@cam/s"
+    assert redact_url("https://hooks.example.com/x") == "https://hooks.example.com/x"
+
+
+def test_check_config_cli(tmp_path: Path) -> None:
+    ok = cli("check-config", str(ROOT / "config" / "example.yaml"))
+    assert ok.returncode == 0, ok.stderr
+    assert "valid" in ok.stdout
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(MINIMAL.replace("    targets", "    pasword: hunter2\n    targets"))
+    result = cli("check-config", str(bad))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0] == f"vlm-monitor: error: {bad}:4: streams[0].pasword: unknown key"
+    assert "Traceback" not in result.stderr
+
+    missing = cli("check-config", str(tmp_path / "nope.yaml"))
+    assert missing.returncode == 2
+    assert "no such file" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_check_config_hides_camera_passwords(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("streams:\n  - name: cam\n    url: rtsp://admin:${CAM_PASS}@192.0.2.1/s\n    targets: [x]\n")
+    result = cli("check-config", str(cfg), env={"CAM_PASS": "hunter2"})
+    assert result.returncode == 0, result.stderr
+    assert "rtsp://***@192.0.2.1/s" in result.stdout
+    assert "hunter2" not in result.stdout + result.stderr
