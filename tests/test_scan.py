@@ -1,0 +1,104 @@
+"""``vlm-monitor scan`` end to end: the real CLI, generated clips, the stand-in model server."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.conftest import cli, free_port, json_lines
+from tests.fakes.vllm import FakeVLM
+
+RED = "a person wearing a red shirt"
+
+
+def scan(clip: Path, fake_url: str, *extra: str) -> tuple[int, str, str]:
+    result = cli("scan", str(clip), "--find", RED, "--base-url", fake_url, *extra)
+    return result.returncode, result.stdout, result.stderr
+
+
+def test_finds_the_first_second_of_the_red_figure(clips: dict[str, Path], fake_vlm: FakeVLM) -> None:
+    code, out, err = scan(clips["red"], fake_vlm.base_url, "--json")
+    assert code == 0, err
+    lines = json_lines(out)
+    assert lines[-1]["first_detection_seconds"] == 5
+    samples = lines[:-1]
+    # One sample per second of video from 0 s, stopping at the second consecutive match.
+    assert [s["second"] for s in samples] == [0, 1, 2, 3, 4, 5, 6]
+    assert [s["match"] for s in samples] == [False] * 5 + [True, True]
+    assert all(1 <= s["confidence"] <= 10 and s["description"] for s in samples)
+    # The model saw every frame resized to multiples of 28 under the budget, CLAHE'd.
+    assert {(r.width, r.height) for r in fake_vlm.requests} == {(896, 504)}
+
+
+def test_text_output_is_a_timeline_and_a_summary(clips: dict[str, Path], fake_vlm: FakeVLM) -> None:
+    code, out, _ = scan(clips["red"], fake_vlm.base_url)
+    assert code == 0
+    lines = out.strip().splitlines()
+    assert lines[0].split()[:3] == ["0:00", "no", "8/10"]
+    assert lines[5].split()[:3] == ["0:05", "MATCH", "9/10"]
+    assert lines[-1].startswith(f"found: {RED!r} first appears at 5 s (0:05)")
+
+
+def test_not_found_exits_1(clips: dict[str, Path], fake_vlm: FakeVLM) -> None:
+    code, out, _ = scan(clips["empty"], fake_vlm.base_url, "--json")
+    assert code == 1
+    last = json_lines(out)[-1]
+    assert last["first_detection_seconds"] is None and last["samples"] == 8
+
+
+def test_seed_text_answers_work_when_the_server_ignores_the_schema(
+        clips: dict[str, Path], fake_vlm: FakeVLM) -> None:
+    fake_vlm.mode = "text"
+    code, out, _ = scan(clips["red"], fake_vlm.base_url, "--json")
+    assert code == 0 and json_lines(out)[-1]["first_detection_seconds"] == 5
+
+
+def test_garbage_answers_never_match_and_never_claim_not_found(
+        clips: dict[str, Path], fake_vlm: FakeVLM) -> None:
+    fake_vlm.mode = "garbage"
+    code, out, err = scan(clips["red"], fake_vlm.base_url, "--json")
+    assert code == 2
+    lines = json_lines(out)
+    assert not any(line.get("match") for line in lines[:-1])
+    assert lines[-1]["first_detection_seconds"] is None
+    assert "could not be analysed" in err and "Traceback" not in err
+
+
+def test_flaky_server_still_gives_the_right_answer(clips: dict[str, Path], fake_vlm: FakeVLM) -> None:
+    fake_vlm.fail_rate = 0.2  # each failure is retried once by the client
+    code, out, _ = scan(clips["red"], fake_vlm.base_url, "--json")
+    assert fake_vlm.failures > 0
+    last = json_lines(out)[-1]
+    assert code == 0 and last["first_detection_seconds"] == 5
+
+
+def one_line_error(stderr: str) -> str:
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("vlm-monitor: error: ")
+    return lines[0]
+
+
+def test_errors_exit_2_with_one_line(clips: dict[str, Path], fake_vlm: FakeVLM, tmp_path: Path) -> None:
+    code, _, err = scan(clips["red"], f"http://127.0.0.1:{free_port()}/v1")
+    assert code == 2 and "cannot connect to the model server" in one_line_error(err)
+
+    code, _, err = scan(clips["red"], fake_vlm.base_url, "--model", "Qwen/Wrong")
+    assert code == 2 and "The model `Qwen/Wrong` does not exist" in one_line_error(err)
+
+    code, _, err = scan(tmp_path / "missing.mp4", fake_vlm.base_url)
+    assert code == 2 and "no such file" in one_line_error(err)
+
+    corrupt = tmp_path / "corrupt.mp4"
+    corrupt.write_bytes(clips["red"].read_bytes()[:3000])
+    code, _, err = scan(corrupt, fake_vlm.base_url)
+    assert code == 2 and "corrupt" in one_line_error(err)
+
+    code, _, err = scan(clips["red"], fake_vlm.base_url, "--interval", "0")
+    assert code == 2 and "--interval" in one_line_error(err)
+
+
+def test_json_lines_are_valid_json(clips: dict[str, Path], fake_vlm: FakeVLM) -> None:
+    _, out, _ = scan(clips["empty"], fake_vlm.base_url, "--json")
+    for line in out.strip().splitlines():
+        json.loads(line)

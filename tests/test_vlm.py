@@ -1,0 +1,145 @@
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+from prometheus_client import generate_latest
+
+from monitor.config import VlmConfig
+from monitor.metrics import Metrics
+from monitor.preprocess import prepare
+from monitor.vlm import BadAnswer, Rejected, Unavailable, VlmClient, error_message
+from tests.conftest import free_port
+from tests.fakes.vllm import FakeVLM
+
+RED = "a person wearing a red shirt"
+
+
+def jpeg(red: bool) -> bytes:
+    frame = np.full((720, 1280, 3), 120, np.uint8)
+    if red:
+        frame[200:450, 600:700] = (30, 30, 210)
+    return prepare(frame, max_pixels=896 * 504).jpeg
+
+
+def client_for(fake: FakeVLM, **kw: object) -> tuple[VlmClient, Metrics]:
+    metrics = Metrics()
+    cfg = VlmConfig.model_validate({"base_url": fake.base_url, "max_retries": 0, **kw})
+    return VlmClient(cfg, metrics), metrics
+
+
+def sample(metrics: Metrics, name: str, labels: dict[str, str] | None = None) -> float:
+    value = metrics.registry.get_sample_value(name, labels or {})
+    return 0.0 if value is None else float(value)
+
+
+async def test_verdict_comes_from_the_pixels(fake_vlm: FakeVLM) -> None:
+    client, metrics = client_for(fake_vlm)
+    yes = await client.analyze(jpeg(True), RED)
+    no = await client.analyze(jpeg(False), RED)
+    await client.close()
+    assert yes.verdict.present and yes.verdict.confidence >= 7
+    assert not no.verdict.present
+    assert all(r.structured for r in fake_vlm.requests)  # response_format json_schema was sent
+    assert (fake_vlm.requests[0].width, fake_vlm.requests[0].height) == (896, 504)
+    assert sample(metrics, "vlm_monitor_vlm_requests_total", {"outcome": "ok"}) == 2
+    # 896x504 = 576 image tokens + 2, plus the prompt's text, as the server reported them.
+    assert sample(metrics, "vlm_monitor_vlm_tokens_total", {"kind": "prompt"}) >= 2 * 578
+    assert sample(metrics, "vlm_monitor_vlm_request_duration_seconds_count") == 2
+
+
+async def test_plain_text_answers_are_understood(fake_vlm: FakeVLM) -> None:
+    fake_vlm.mode = "text"
+    client, _ = client_for(fake_vlm)
+    result = await client.analyze(jpeg(True), RED)
+    await client.close()
+    assert result.verdict.present and result.verdict.confidence == 9
+
+
+async def test_garbage_answers_are_errors_not_verdicts(fake_vlm: FakeVLM) -> None:
+    fake_vlm.mode = "garbage"
+    client, metrics = client_for(fake_vlm)
+    with pytest.raises(BadAnswer):
+        await client.analyze(jpeg(True), RED)
+    await client.close()
+    assert sample(metrics, "vlm_monitor_vlm_requests_total", {"outcome": "bad_answer"}) == 1
+
+
+@pytest.mark.parametrize("shape", ["nested", "flat"])
+async def test_wrong_model_is_rejected_with_the_servers_message(fake_vlm: FakeVLM, shape: str) -> None:
+    fake_vlm.error_shape = shape
+    client, _ = client_for(fake_vlm, model="Qwen/Nope")
+    with pytest.raises(Rejected, match="The model `Qwen/Nope` does not exist"):
+        await client.analyze(jpeg(True), RED)
+    status = await client.check()
+    await client.close()
+    assert status.reachable and not status.serves_model
+    assert "Qwen/Nope" in (status.reason or "")
+
+
+async def test_server_errors_and_a_dead_server_are_unavailable(fake_vlm: FakeVLM) -> None:
+    fake_vlm.fail_rate = 1.0
+    client, metrics = client_for(fake_vlm, max_retries=1)
+    with pytest.raises(Unavailable, match="500"):
+        await client.analyze(jpeg(True), RED)
+    await client.close()
+    assert fake_vlm.failures == 2  # the one retry we allow, and no more
+    assert sample(metrics, "vlm_monitor_vlm_requests_total", {"outcome": "server_error"}) == 1
+
+    dead = VlmClient(VlmConfig(base_url=f"http://127.0.0.1:{free_port()}/v1", max_retries=0), Metrics())
+    with pytest.raises(Unavailable, match="cannot connect"):
+        await dead.analyze(jpeg(True), RED)
+    status = await dead.check()
+    await dead.close()
+    assert not status.reachable
+
+
+async def test_slow_server_times_out(fake_vlm: FakeVLM) -> None:
+    fake_vlm.latency = 2.0
+    client, metrics = client_for(fake_vlm, timeout_seconds=0.3)
+    with pytest.raises(Unavailable, match="timed out"):
+        await client.analyze(jpeg(True), RED)
+    await client.close()
+    assert sample(metrics, "vlm_monitor_vlm_requests_total", {"outcome": "timeout"}) == 1
+
+
+async def test_inflight_requests_never_exceed_the_bound(fake_vlm: FakeVLM) -> None:
+    fake_vlm.latency = 0.05
+    client, metrics = client_for(fake_vlm, max_concurrency=3)
+    image = jpeg(True)
+    peak = 0
+
+    async def watch() -> None:
+        nonlocal peak
+        while True:
+            peak = max(peak, int(sample(metrics, "vlm_monitor_vlm_inflight_requests")))
+            await asyncio.sleep(0.005)
+
+    watcher = asyncio.create_task(watch())
+    results = await asyncio.gather(*(client.analyze(image, RED) for _ in range(24)))
+    watcher.cancel()
+    await client.close()
+    assert len(results) == 24
+    assert fake_vlm.max_inflight == 3  # the server saw exactly the bound, never more
+    assert peak <= 3
+    assert sample(metrics, "vlm_monitor_vlm_inflight_requests") == 0
+
+
+def test_metrics_never_carry_the_api_key(fake_vlm: FakeVLM) -> None:
+    async def go() -> Metrics:
+        client, metrics = client_for(fake_vlm, api_key="sk-very-secret")
+        await client.analyze(jpeg(False), RED)
+        await client.close()
+        return metrics
+
+    metrics = asyncio.run(go())
+    assert b"sk-very-secret" not in generate_latest(metrics.registry)
+
+
+def test_error_message_reads_both_vllm_shapes() -> None:
+    nested = {"error": {"message": "At most 1 image(s) may be provided in one prompt.", "type": "BadRequestError"}}
+    flat = {"object": "error", "message": "The model `x` does not exist.", "code": 404}
+    assert error_message(nested, "?") == "At most 1 image(s) may be provided in one prompt."
+    assert error_message(flat, "?") == "The model `x` does not exist."
+    assert error_message("nonsense", "fallback") == "fallback"
