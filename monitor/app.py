@@ -122,14 +122,18 @@ class StreamRunner:
         metrics.declare_stream(cfg.name, [t.name for t in cfg.targets])
         self._log = logs.get("monitor.stream")
 
-    async def _wait_for_model(self, error: Unavailable) -> bool:
+    async def _wait_for_model(self, error: Unavailable, attempt: int) -> bool:
         """Files wait for the model server rather than lose frames; False once stopping."""
-        self.watch.report_down(str(error))
-        ready = asyncio.create_task(self.watch.ready.wait())
-        stop = asyncio.create_task(self.stopping.wait())
-        await asyncio.wait([ready, stop], return_when=asyncio.FIRST_COMPLETED)
-        ready.cancel()
-        stop.cancel()
+        if error.outcome != "server_error":  # unreachable: the watch probes until it is back
+            self.watch.report_down(str(error))
+        waits = [asyncio.create_task(self.watch.ready.wait()), asyncio.create_task(self.stopping.wait())]
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        if not self.stopping.is_set():
+            # A server that answers but fails (5xx) is retried with backoff, not in a hot loop.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), backoff_delay(attempt, 0.5, 30.0))
+        for w in waits:
+            w.cancel()
         return not self.stopping.is_set()
 
     async def run(self) -> None:
@@ -232,6 +236,7 @@ class Daemon:
         self.config = config
         self.metrics = metrics or Metrics()
         self.http: HttpServer | None = None
+        self.started = asyncio.Event()  # set once the HTTP port is bound
         self._log = logs.get("monitor.daemon")
 
     async def run(self, shutdown: asyncio.Event) -> int:
@@ -248,8 +253,10 @@ class Daemon:
             await dispatcher.close()
             raise DaemonError(f"cannot listen on {config.server.listen}: "
                               f"{e.strerror or type(e).__name__}") from None
-        self._log.info("vlm-monitor started", version=__version__, listen=self.http.port,
+        self._log.info("vlm-monitor started", version=__version__,
+                       listen=f"{config.server.host}:{self.http.port}",
                        streams=len(config.streams), model=config.vlm.model)
+        self.started.set()
         stopping = asyncio.Event()
         runners = [StreamRunner(s, config, client, watch, dispatcher, self.metrics, stopping)
                    for s in config.streams]

@@ -97,7 +97,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
     try:
         vlm = VlmConfig(base_url=args.base_url, model=args.model,
                         api_key=SecretStr(os.environ.get("VLM_API_KEY", "EMPTY")),
-                        max_concurrency=args.concurrency, timeout_seconds=args.timeout)
+                        max_concurrency=args.concurrency, timeout_seconds=args.timeout,
+                        max_retries=args.retries)
         detection = DetectionConfig(min_confidence=args.min_confidence,
                                     consecutive_matches=args.consecutive)
         pre = PreprocessConfig(clahe=not args.no_clahe, max_pixels=args.max_pixels)
@@ -183,6 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--consecutive", type=int, default=2)
     sc.add_argument("--concurrency", type=int, default=4, help="requests in flight")
     sc.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
+    # A recording has no stale frames, so a failed request is worth more tries than live.
+    sc.add_argument("--retries", type=int, default=3, help="retries per failed request")
     sc.add_argument("--max-pixels", type=int, default=PreprocessConfig().max_pixels)
     sc.add_argument("--no-clahe", action="store_true")
     sc.set_defaults(func=cmd_scan)
@@ -195,6 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Frames and streams are already processed in parallel by our worker threads;
+    # OpenCV's own thread pool on top only adds CPU (FACTS.md: one decoder thread is cheapest).
+    cv2.setNumThreads(1)
     try:
         code: int = args.func(args)
         return code

@@ -26,8 +26,9 @@ from pydantic import (
 
 DEFAULT_MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
-# 896x504 (a 16:9 frame) = 576 image tokens for Qwen2.5-VL, against ~2,700 for 1080p.
-DEFAULT_MAX_PIXELS = 896 * 504
+# 644x364 (a 16:9 frame) = 299 image tokens for Qwen2.5-VL, against 2,691 for 1080p.
+# Far or small targets may need more: 896x504 = 576 tokens.
+DEFAULT_MAX_PIXELS = 644 * 364
 
 
 class ConfigError(Exception):

@@ -71,12 +71,13 @@ class FrameAnalyzer:
     """Preprocesses a sample in a worker thread and asks the model about each target."""
 
     def __init__(self, client: VlmClient, targets: Sequence[Target], pre: PreprocessConfig,
-                 wait_for_model: Callable[[Unavailable], Awaitable[bool]] | None = None) -> None:
+                 wait_for_model: Callable[[Unavailable, int], Awaitable[bool]] | None = None) -> None:
         self.client = client
         self.targets = list(targets)
         self.pre = pre
         # Given, an unavailable server is waited for and the frame asked about again
-        # (files: no frame is stale); it returns False when waiting should stop.
+        # (files: no frame is stale). It is given the error and the attempt number,
+        # and returns False when waiting should stop.
         self.wait_for_model = wait_for_model
 
     async def __call__(self, sample: Sample) -> SampleResult:
@@ -89,11 +90,13 @@ class FrameAnalyzer:
         return SampleResult(prepared, list(results))
 
     async def _ask(self, prepared: Prepared, target: Target) -> TargetResult:
+        attempt = 0
         while True:
             try:
                 analysis = await self.client.analyze(prepared.jpeg, target.prompt_text)
             except Unavailable as e:
-                if self.wait_for_model is not None and await self.wait_for_model(e):
+                if self.wait_for_model is not None and await self.wait_for_model(e, attempt):
+                    attempt += 1
                     continue
                 return TargetResult(target, None, e)
             except VlmError as e:

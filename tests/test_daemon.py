@@ -156,8 +156,8 @@ async def test_metrics_health_and_readiness_while_running(
     shutdown = asyncio.Event()
     task = asyncio.create_task(daemon.run(shutdown))
     async with httpx.AsyncClient(timeout=5) as http:
-        while daemon.http is None or daemon.http.port == 0:
-            await asyncio.sleep(0.01)
+        await daemon.started.wait()
+        assert daemon.http is not None
         base = f"http://127.0.0.1:{daemon.http.port}"
         assert (await http.get(f"{base}/healthz")).status_code == 200
         while (await http.get(f"{base}/readyz")).status_code != 200:
@@ -192,8 +192,8 @@ async def test_model_server_down_at_start_is_not_ready_then_recovers(
     fake: FakeVLM | None = None
     try:
         async with httpx.AsyncClient(timeout=5) as http:
-            while daemon.http is None or daemon.http.port == 0:
-                await asyncio.sleep(0.01)
+            await daemon.started.wait()
+            assert daemon.http is not None
             base = f"http://127.0.0.1:{daemon.http.port}"
             ready = await http.get(f"{base}/readyz")
             while "not been checked" in ready.text:
@@ -225,3 +225,31 @@ def test_webhook_failures_are_retried_with_the_same_id(
     retries = [line for line in json_lines(result.stdout) if line["event"] == "alert delivery failed, will retry"]
     assert len(retries) == 2
     assert {line["alert_id"] for line in retries} == {receiver.received[0].json()["id"]}
+
+
+def test_server_errors_on_a_fifth_of_requests_still_give_the_right_alert(
+        tmp_path: Path, clips: dict[str, Path], fake_vlm: FakeVLM, receiver: Receiver) -> None:
+    fake_vlm.fail_every = 5
+    cfg = write_config(tmp_path / "c.yaml", fake_vlm.base_url,
+                       [{"name": "a", "url": str(clips["red"]), "targets": [RED]}],
+                       vlm={"base_url": fake_vlm.base_url, "max_retries": 0},
+                       alerts=[{"type": "webhook", "url": receiver.url}])
+    result = cli("run", "--config", str(cfg))
+    assert result.returncode == 0, result.stderr
+    assert fake_vlm.failures >= 4
+    # Files lose no frame to a failing server: each failed frame was asked again.
+    assert len(fake_vlm.requests) == 20 + fake_vlm.failures
+    assert [r.json()["first_seen_offset_seconds"] for r in receiver.received] == [5]
+
+
+def test_garbage_answers_never_alert(
+        tmp_path: Path, clips: dict[str, Path], fake_vlm: FakeVLM, receiver: Receiver) -> None:
+    fake_vlm.mode = "garbage"
+    cfg = write_config(tmp_path / "c.yaml", fake_vlm.base_url,
+                       [{"name": "a", "url": str(clips["red"]), "targets": [RED]}],
+                       alerts=[{"type": "webhook", "url": receiver.url}])
+    result = cli("run", "--config", str(cfg))
+    assert result.returncode == 0, result.stderr
+    assert receiver.attempts == 0
+    not_analysed = [line for line in json_lines(result.stdout) if line["event"] == "sample not analysed"]
+    assert len(not_analysed) == 20 and all(line["stream"] == "a" for line in not_analysed)

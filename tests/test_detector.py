@@ -41,3 +41,9 @@ def test_unknown_does_not_count_towards_rearm() -> None:
 
 def test_consecutive_of_one_alerts_on_the_first_match() -> None:
     assert run([A, M], consecutive=1) == [(1, Raised(1, 1))]
+
+
+def test_the_readme_timeline() -> None:
+    # README "When does it alert?": seconds 0..15.
+    timeline = [A, M, A, M, M, M, U, M, A, A, M, A, A, A, M, M]
+    assert run(timeline) == [(4, Raised(3, 4)), (13, Cleared(10)), (15, Raised(14, 15))]

@@ -62,3 +62,21 @@ def test_prepare_gives_a_decodable_jpeg_at_the_target_size() -> None:
 def test_prepare_rejects_non_bgr_frames() -> None:
     with pytest.raises(ValueError, match="BGR"):
         prepare(np.zeros((10, 10), np.uint8), max_pixels=BUDGET)
+
+
+def test_default_budget_is_about_300_tokens_for_common_camera_sizes() -> None:
+    from monitor.config import DEFAULT_MAX_PIXELS
+
+    for size in [(1920, 1080), (1280, 720), (2560, 1440), (3840, 2160)]:
+        assert target_size(*size, DEFAULT_MAX_PIXELS) == (644, 364)
+    assert image_tokens(644, 364) * 8 < image_tokens(*target_size(1920, 1080, 12_845_056))
+
+
+def test_resize_halves_then_interpolates_to_the_exact_size() -> None:
+    from monitor.preprocess import resize
+
+    frame = np.zeros((1080, 1920, 3), np.uint8)
+    frame[::2] = 255  # a one-pixel stripe pattern aliases badly without a box filter
+    out = resize(frame, 644, 364)
+    assert out.shape == (364, 644, 3)
+    assert 100 < out.mean() < 155 and out.std() < 30

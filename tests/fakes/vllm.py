@@ -6,7 +6,7 @@ vLLM's JSON shapes: chat completions with base64 ``image_url`` parts,
 from the image: "red" in the target means "is there a red region?", so a
 frame that was lost, mangled or stale on the way gives the wrong answer.
 
-Faults are injected by setting attributes: ``latency``, ``fail_rate``,
+Faults are injected by setting attributes: ``latency``, ``fail_rate``, ``fail_every``,
 ``mode`` ("json", "text", "garbage"), ``error_shape`` ("nested", "flat"),
 ``healthy``. It counts requests in flight and keeps a log of every request.
 """
@@ -63,7 +63,8 @@ class FakeVLM:
         self.api_key = api_key
         self.latency: float = 0.0
         self.jitter: float = 0.0
-        self.fail_rate: float = 0.0
+        self.fail_rate: float = 0.0  # random, seeded
+        self.fail_every: int = 0  # deterministic: every Nth request fails
         self.mode = "json"
         self.error_shape = "nested"
         self.healthy = True
@@ -180,7 +181,9 @@ class FakeVLM:
                 await asyncio.sleep(delay)
             self.requests.append(Request(body["model"], target, image.shape[1], image.shape[0],
                                          present, structured, time.monotonic()))
-            if self.fail_rate and self._rng.random() < self.fail_rate:
+            nth = len(self.requests)
+            if (self.fail_rate and self._rng.random() < self.fail_rate) or (
+                    self.fail_every and nth % self.fail_every == 0):
                 self.failures += 1
                 return self._error(500, "EngineCore encountered an issue.", "InternalServerError")
         finally:
