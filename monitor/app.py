@@ -162,7 +162,8 @@ class StreamRunner:
             async for sample, result in ordered(source, analyzer, window):
                 samples += 1
                 self._handle(sample, result)
-            self._log.info("stream finished", samples=samples)
+            self._log.info("stream stopped" if self.stopping.is_set() else "stream finished",
+                           samples=samples)
         except SourceError as e:
             self.failed = True
             self._log.error("stream failed", error=str(e))
