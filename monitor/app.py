@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 import structlog
 
@@ -23,9 +24,10 @@ from monitor.backoff import backoff_delay
 from monitor.config import Config, StreamConfig
 from monitor.detector import Cleared, Detector, Observation, Raised
 from monitor.http import HttpServer
+from monitor.live import Availability, LiveReader, live_samples
 from monitor.metrics import Metrics
 from monitor.pipeline import FrameAnalyzer, SampleResult, ordered
-from monitor.sources import LiveReader, Sample, SourceError, file_samples, is_live, live_samples
+from monitor.sources import Sample, SourceError, file_samples, is_live
 from monitor.vlm import BadAnswer, Rejected, Unavailable, VlmClient
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -116,6 +118,7 @@ class StreamRunner:
         self.metrics = metrics
         self.stopping = stopping
         self.failed = False
+        self._down_reason = ""
         det = config.detection
         self.detectors: dict[str, Detector[Seen]] = {
             t.name: Detector(det.consecutive_matches, det.rearm_after_absent) for t in cfg.targets}
@@ -177,20 +180,41 @@ class StreamRunner:
                 await asyncio.to_thread(reader.join, 15.0)
 
     def _start_live(self, url: str) -> LiveReader:
-        name = self.cfg.name
+        cfg, name = self.cfg, self.cfg.name
         loop = asyncio.get_running_loop()
-        log = self._log.bind(stream=name)
+        log = self._log.bind(stream=name)  # the reader's thread has no contextvars of ours
+        availability = Availability(cfg.down_alert_after_seconds)
 
-        def on_state(up: bool, why: str) -> None:  # called from the capture thread
-            def apply() -> None:
+        def announce(event: str | None) -> None:
+            if event is not None:
+                reason = "receiving frames" if event == "stream_up" else self._down_reason
+                self.dispatcher.publish(
+                    Alert.stream_state(name, event == "stream_up", datetime.now(UTC), reason))
+
+        def apply(kind: str, detail: str) -> None:  # on the event loop
+            if kind == "reconnect":
+                self.metrics.stream_reconnects.labels(name).inc()
+            elif kind == "decode":
+                log.info("decoding", mode=detail)
+            else:
+                up = kind == "up"
                 self.metrics.stream_up.labels(name).set(1 if up else 0)
-                (log.info if up else log.warning)("stream up" if up else "stream down", reason=why)
-            loop.call_soon_threadsafe(apply)
+                if up:
+                    log.info("stream up")
+                else:
+                    self._down_reason = detail
+                    log.warning("stream down", reason=detail)
+                    loop.call_later(cfg.down_alert_after_seconds,
+                                    lambda: announce(availability.poll(loop.time())))
+                announce(availability.update(up, loop.time()))
 
-        def on_reconnect() -> None:
-            loop.call_soon_threadsafe(self.metrics.stream_reconnects.labels(name).inc)
+        def report(kind: str, detail: str) -> None:  # from the capture thread
+            loop.call_soon_threadsafe(apply, kind, detail)
 
-        reader = LiveReader(url, name, on_state=on_state, on_reconnect=on_reconnect)
+        reader = LiveReader(
+            url, name, interval=cfg.sample_interval_seconds, decode=cfg.decode,
+            transport=cfg.transport, open_timeout_s=cfg.open_timeout_seconds,
+            frozen_after_s=cfg.frozen_after_seconds, report=report)
         reader.start()
         return reader
 
@@ -208,6 +232,7 @@ class StreamRunner:
                       error=str(r.error))
                 continue
             assert r.analysis is not None
+            self.metrics.frame_age.labels(name).observe(time.monotonic() - sample.captured)
             verdict = r.analysis.verdict
             self._log.debug("verdict", target=r.target.name, offset=sample.offset,
                             present=verdict.present, confidence=verdict.confidence,
@@ -217,19 +242,17 @@ class StreamRunner:
             seen = Seen(sample.offset, sample.wall, verdict.confidence, verdict.description)
             event = self.detectors[r.target.name].observe(obs, seen)
             if isinstance(event, Raised):
-                alert = Alert("target_detected", name, r.target.name, event.first.wall,
-                              event.first.offset, event.last.confidence, event.last.description)
+                first, last = event.first, event.last
+                alert = Alert.detected(name, r.target.name, first.wall, first.offset,
+                                       last.confidence, last.description)
                 self.metrics.alerts.labels(name, r.target.name).inc()
                 self._log.info("target detected", target=r.target.name, alert_id=alert.id,
-                               first_seen_offset_seconds=event.first.offset)
+                               first_seen_offset_seconds=first.offset)
                 self.dispatcher.publish(alert)
             elif isinstance(event, Cleared):
                 last = event.last_seen
                 self._log.info("target cleared", target=r.target.name, last_seen=last.offset)
-                self.dispatcher.publish(Alert(
-                    "target_cleared", name, r.target.name, last.wall, last.offset,
-                    last.confidence, last.description, last_seen=last.wall,
-                    last_seen_offset_seconds=last.offset))
+                self.dispatcher.publish(Alert.cleared(name, r.target.name, last.wall, last.offset))
 
 
 class Daemon:

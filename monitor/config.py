@@ -82,6 +82,14 @@ class StreamConfig(_Model):
     sample_interval_seconds: float = Field(1.0, gt=0, le=3600)
     # Files are read as fast as the model allows unless paced to real time.
     realtime: bool = False
+    # Live streams only:
+    transport: Literal["tcp", "udp"] = "tcp"
+    decode: Literal["auto", "keyframes", "all"] = "auto"
+    open_timeout_seconds: float = Field(10.0, gt=0, le=300)
+    # No new frame for this long and the stream is down, even if its socket is open.
+    frozen_after_seconds: float = Field(10.0, gt=0, le=3600)
+    # stream_down goes to the sinks only after this long down (stream_up only after it).
+    down_alert_after_seconds: float = Field(60.0, ge=0, le=86400)
 
     @field_validator("url")
     @classmethod
@@ -110,23 +118,23 @@ class PreprocessConfig(_Model):
     jpeg_quality: int = Field(85, ge=10, le=100)
 
 
-EventName = Literal["target_detected", "target_cleared"]
+EventName = Literal["target_detected", "target_cleared", "stream_down", "stream_up"]
 
 
-def _detections_only() -> list[EventName]:
-    return ["target_detected"]
+def _default_events() -> list[EventName]:
+    return ["target_detected", "stream_down", "stream_up"]
 
 
 class LogSinkConfig(_Model):
     type: Literal["log"]
     name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-    events: list[EventName] = Field(default_factory=_detections_only, min_length=1)
+    events: list[EventName] = Field(default_factory=_default_events, min_length=1)
 
 
 class WebhookSinkConfig(_Model):
     type: Literal["webhook"]
     name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-    events: list[EventName] = Field(default_factory=_detections_only, min_length=1)
+    events: list[EventName] = Field(default_factory=_default_events, min_length=1)
     # Chat webhooks carry their token in the URL, so it is a secret too.
     url: SecretStr
     secret: SecretStr | None = None

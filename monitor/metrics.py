@@ -28,7 +28,7 @@ DELIVERY_OUTCOMES = ("delivered", "retry", "failed")
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         # *_created series double the output and no dashboard uses them.
-        disable_created_metrics()
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
         self.build_info = Info(f"{PREFIX}_build", "Version of vlm-monitor", registry=r)
@@ -40,6 +40,9 @@ class Metrics:
             ["stream", "reason"], registry=r)
         self.stream_up = Gauge(
             f"{PREFIX}_stream_up", "1 while the stream delivers frames", ["stream"], registry=r)
+        self.frame_age = Histogram(
+            f"{PREFIX}_frame_age_seconds", "Time from a frame's capture to its verdict", ["stream"],
+            buckets=(0.1, 0.25, 0.5, 1, 1.5, 2, 3, 5, 10, 30, 60), registry=r)
         self.stream_reconnects = Counter(
             f"{PREFIX}_stream_reconnects_total", "Times the stream was reopened", ["stream"],
             registry=r)

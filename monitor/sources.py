@@ -1,19 +1,16 @@
-"""Where frames come from: video files read by media time, and live streams.
+"""Video files, read by media time; and what every source hands on: a Sample.
 
-Decoding blocks, so each capture runs in a worker thread and the event loop
-only ever awaits it. A file is sampled at one frame per interval of *media*
-time, as fast as the consumer takes samples. A live stream is drained
-continuously by its own thread, which keeps only the newest frame: a camera's
-socket and decoder buffers would otherwise hand back frames seconds old.
+Decoding blocks, so it runs in a worker thread and the event loop only ever
+awaits it. A file is sampled at one frame per interval of *media* time, as
+fast as the consumer takes samples. Live streams are in ``monitor.live``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
-import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,7 +19,6 @@ from urllib.parse import unquote, urlsplit
 import cv2
 import numpy as np
 
-from monitor.backoff import backoff_delay
 from monitor.preprocess import Frame
 
 LIVE_SCHEMES = frozenset({"rtsp", "rtsps", "rtmp", "http", "https", "udp", "srt", "tcp"})
@@ -38,6 +34,7 @@ class Sample:
     offset: float  # seconds into the file; seconds since connect for a live stream
     wall: datetime  # UTC time the frame was taken
     frame: Frame
+    captured: float  # time.monotonic() when decoded: frame age is measured from here
 
 
 def is_live(url: str) -> bool:
@@ -71,7 +68,7 @@ class MediaClock:
         return True
 
 
-def _open_params(timeout_s: float) -> list[int]:
+def open_params(timeout_s: float) -> list[int]:
     # One decoder thread per stream costs the least CPU (FACTS.md); timeouts only
     # work as open parameters, never via cap.set() afterwards.
     ms = int(timeout_s * 1000)
@@ -94,7 +91,7 @@ class FileReader:
             raise SourceError(f"no such file: {self.path}")
         if not self.path.is_file():
             raise SourceError(f"not a regular file: {self.path}")
-        cap = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG, _open_params(10.0))
+        cap = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG, open_params(10.0))
         if not cap.isOpened():
             cap.release()
             raise SourceError(f"cannot open as a video (corrupt or unsupported): {self.path}")
@@ -141,120 +138,7 @@ async def file_samples(url: str, interval: float, *, realtime: bool = False,
             offset, frame = item
             if realtime:
                 await asyncio.sleep(max(0.0, started + offset - time.monotonic()))
-            yield Sample(index, offset, datetime.now(UTC), frame)
+            yield Sample(index, offset, datetime.now(UTC), frame, time.monotonic())
             index += 1
     finally:
         await asyncio.to_thread(reader.close)
-
-
-@dataclass(frozen=True, slots=True)
-class _Latest:
-    seq: int
-    taken: float  # time.monotonic() when decoded
-    wall: datetime
-    frame: Frame
-
-
-class LiveReader:
-    """A thread that keeps one live capture open and drained; only the newest frame is kept.
-
-    It reopens the capture with capped exponential backoff whenever it fails,
-    and reports up/down through callbacks (called from its thread).
-    """
-
-    def __init__(self, url: str, display: str, *, timeout_s: float = 10.0,
-                 on_state: Callable[[bool, str], None] = lambda up, why: None,
-                 on_reconnect: Callable[[], None] = lambda: None) -> None:
-        self.url = url
-        self.display = display
-        self.timeout_s = timeout_s
-        self.on_state = on_state
-        self.on_reconnect = on_reconnect
-        self.connected_at: float | None = None  # monotonic time of the first frame
-        self._latest: _Latest | None = None
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"capture-{display}", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def join(self, timeout: float) -> None:
-        self._thread.join(timeout)
-
-    def latest(self) -> _Latest | None:
-        with self._lock:
-            return self._latest
-
-    def _run(self) -> None:
-        attempt = 0
-        seq = 0
-        while not self._stop.is_set():
-            cap = cv2.VideoCapture(self.url, cv2.CAP_FFMPEG, _open_params(self.timeout_s))
-            try:
-                if not cap.isOpened():
-                    self.on_state(False, "cannot open the stream")
-                else:
-                    up = False
-                    while not self._stop.is_set():
-                        ok, frame = cap.read()
-                        if not ok or frame is None:
-                            break
-                        now = time.monotonic()
-                        if self.connected_at is None:
-                            self.connected_at = now
-                        seq += 1
-                        with self._lock:
-                            self._latest = _Latest(seq, now, datetime.now(UTC),
-                                                   np.asarray(frame, np.uint8))
-                        if not up:
-                            up, attempt = True, 0
-                            self.on_state(True, "receiving frames")
-                    if up:
-                        self.on_state(False, "the stream ended or stopped sending")
-            finally:
-                cap.release()
-            if self._stop.is_set():
-                return
-            self.on_reconnect()
-            self._stop.wait(backoff_delay(attempt))
-            attempt += 1
-
-
-async def live_samples(reader: LiveReader, interval: float, stop: asyncio.Event,
-                       on_skipped: Callable[[int], None] = lambda n: None) -> AsyncIterator[Sample]:
-    """One sample per interval of wall time: the newest frame, if it is new and fresh.
-
-    A frame older than two intervals means the stream froze: nothing is sampled
-    then. Intervals that passed while the consumer was busy are reported to
-    ``on_skipped`` (they are frames we chose not to analyse late).
-    """
-    loop = asyncio.get_running_loop()
-    next_due = loop.time()
-    last_seq = 0
-    index = 0
-    while not stop.is_set():
-        delay = next_due - loop.time()
-        if delay > 0:
-            try:
-                await asyncio.wait_for(stop.wait(), delay)
-                return
-            except TimeoutError:
-                pass
-        now = loop.time()
-        missed = int((now - next_due) // interval)
-        if missed > 0:
-            on_skipped(missed)
-        next_due += (missed + 1) * interval
-        latest = reader.latest()
-        if latest is None or latest.seq == last_seq:
-            continue
-        if time.monotonic() - latest.taken > 2 * interval:
-            continue  # frozen: the newest frame we have is old
-        last_seq = latest.seq
-        base = reader.connected_at or latest.taken
-        yield Sample(index, round(latest.taken - base, 3), latest.wall, latest.frame)
-        index += 1

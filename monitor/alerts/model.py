@@ -1,4 +1,4 @@
-"""An alert and its payload, as PRODUCT.md defines it."""
+"""An alert (an event for the sinks) and its payload, as PRODUCT.md defines it."""
 
 from __future__ import annotations
 
@@ -8,41 +8,49 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+EVENTS = ("target_detected", "target_cleared", "stream_down", "stream_up")
+
 
 def iso_utc(t: datetime) -> str:
     """2026-11-25T14:03:05.120Z: milliseconds, UTC, 'Z'."""
-    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
+    t = t.astimezone(UTC)
+    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
 
 
 @dataclass(frozen=True, slots=True)
 class Alert:
-    event: str  # "target_detected" or "target_cleared"
+    event: str
     stream: str
-    target: str
-    first_seen: datetime
-    first_seen_offset_seconds: float
-    confidence: int
-    description: str
+    fields: dict[str, Any]  # the event's own fields, ready for JSON
     # The same on every retry, so that receivers can drop duplicates.
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
-    last_seen: datetime | None = None
-    last_seen_offset_seconds: float | None = None
+
+    @classmethod
+    def detected(cls, stream: str, target: str, first_seen: datetime, first_offset: float,
+                 confidence: int, description: str) -> Alert:
+        return cls("target_detected", stream, {
+            "target": target, "first_seen": iso_utc(first_seen),
+            "first_seen_offset_seconds": first_offset, "confidence": confidence,
+            "description": description})
+
+    @classmethod
+    def cleared(cls, stream: str, target: str, last_seen: datetime, last_offset: float) -> Alert:
+        return cls("target_cleared", stream, {
+            "target": target, "last_seen": iso_utc(last_seen),
+            "last_seen_offset_seconds": last_offset})
+
+    @classmethod
+    def stream_state(cls, stream: str, up: bool, at: datetime, reason: str) -> Alert:
+        return cls("stream_up" if up else "stream_down", stream,
+                   {"at": iso_utc(at), "reason": reason})
+
+    @property
+    def target(self) -> str | None:
+        target = self.fields.get("target")
+        return target if isinstance(target, str) else None
 
     def payload(self) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "event": self.event,
-            "id": self.id,
-            "stream": self.stream,
-            "target": self.target,
-            "first_seen": iso_utc(self.first_seen),
-            "first_seen_offset_seconds": self.first_seen_offset_seconds,
-            "confidence": self.confidence,
-            "description": self.description,
-        }
-        if self.last_seen is not None:
-            body["last_seen"] = iso_utc(self.last_seen)
-            body["last_seen_offset_seconds"] = self.last_seen_offset_seconds
-        return body
+        return {"event": self.event, "id": self.id, "stream": self.stream, **self.fields}
 
     def body(self) -> bytes:
         """The exact bytes sent, and signed."""

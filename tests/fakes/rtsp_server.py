@@ -1,0 +1,106 @@
+"""A real RTSP server (GStreamer's gst-rtsp-server) for the live-stream tests.
+
+Run with the system Python, which has the GObject bindings:
+
+    /usr/bin/python3 tests/fakes/rtsp_server.py PORT [--user U --password P] [--gop N]
+
+It serves ``/live``: a 640x360 25 fps H.264 stream (x264, zerolatency, one
+keyframe every N frames) of a grey scene. Commands on stdin, one per line:
+``red`` / ``grey`` switch the picture (a red frame is what the stand-in model
+calls "a person wearing a red shirt"), ``freeze`` / ``thaw`` stop and resume
+sending frames while the RTSP session stays open. It prints ``ready`` once
+listening and ``ack <command>`` after each command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+
+import gi
+
+gi.require_version("Gst", "1.0")
+gi.require_version("GstRtspServer", "1.0")
+from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402
+
+GREY = 0xFF7A7A7A
+RED = 0xFFC81E1E
+
+
+class Factory(GstRtspServer.RTSPMediaFactory):
+    def __init__(self, gop: int) -> None:
+        super().__init__()
+        self.gop = gop
+        self.source: Gst.Element | None = None
+        self.valve: Gst.Element | None = None
+        self.colour = GREY
+        self.set_shared(True)
+
+    def do_create_element(self, url: object) -> Gst.Element:
+        pipeline = Gst.parse_launch(
+            "videotestsrc name=src is-live=true pattern=solid-color "
+            f"foreground-color={self.colour} "
+            "! video/x-raw,width=640,height=360,framerate=25/1 "
+            "! valve name=valve drop=false "
+            f"! x264enc tune=zerolatency speed-preset=ultrafast key-int-max={self.gop} bitrate=800 "
+            "! rtph264pay name=pay0 pt=96 config-interval=1")
+        self.source = pipeline.get_by_name("src")
+        self.valve = pipeline.get_by_name("valve")
+        return pipeline
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("port", type=int)
+    parser.add_argument("--user")
+    parser.add_argument("--password")
+    parser.add_argument("--gop", type=int, default=25)
+    args = parser.parse_args()
+
+    Gst.init(None)
+    server = GstRtspServer.RTSPServer()
+    server.set_address("127.0.0.1")
+    server.set_service(str(args.port))
+    factory = Factory(args.gop)
+    if args.user:
+        auth = GstRtspServer.RTSPAuth()
+        token = GstRtspServer.RTSPToken()
+        token.set_string(GstRtspServer.RTSP_TOKEN_MEDIA_FACTORY_ROLE, "user")
+        auth.add_basic(GstRtspServer.RTSPAuth.make_basic(args.user, args.password), token)
+        server.set_auth(auth)
+        permissions = GstRtspServer.RTSPPermissions()
+        permissions.add_permission_for_role("user", GstRtspServer.RTSP_PERM_MEDIA_FACTORY_ACCESS, True)
+        permissions.add_permission_for_role("user", GstRtspServer.RTSP_PERM_MEDIA_FACTORY_CONSTRUCT, True)
+        factory.set_permissions(permissions)
+    server.get_mount_points().add_factory("/live", factory)
+    if server.attach(None) == 0:
+        print("cannot listen", flush=True)
+        sys.exit(1)
+
+    loop = GLib.MainLoop()
+
+    def apply(command: str) -> bool:
+        if command in ("red", "grey"):
+            factory.colour = RED if command == "red" else GREY
+            if factory.source is not None:
+                factory.source.set_property("foreground-color", factory.colour)
+        elif command in ("freeze", "thaw") and factory.valve is not None:
+            factory.valve.set_property("drop", command == "freeze")
+        elif command == "quit":
+            loop.quit()
+        print(f"ack {command}", flush=True)
+        return False
+
+    def read_commands() -> None:
+        for line in sys.stdin:
+            GLib.idle_add(apply, line.strip())
+        GLib.idle_add(loop.quit)
+
+    threading.Thread(target=read_commands, daemon=True).start()
+    print("ready", flush=True)
+    loop.run()
+
+
+if __name__ == "__main__":
+    main()
