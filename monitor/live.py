@@ -201,11 +201,16 @@ class LiveReader:
                 else:
                     probe = None if decided else KeyframeProbe(self.interval)
                     while not self._stop.is_set():
+                        asked = time.monotonic()
                         ok, frame = cap.read()
-                        if not ok or frame is None:
-                            reason = f"no frame for {self.frozen_after_s:g} s (frozen or ended)"
-                            break
                         now = time.monotonic()
+                        if not ok or frame is None:
+                            # A read that waited out its timeout met a stalled stream; one
+                            # that failed at once met a closed connection or the end.
+                            reason = (f"no frame for {self.frozen_after_s:g} s (frozen)"
+                                      if now - asked >= self.frozen_after_s * 0.9
+                                      else "the stream closed or ended")
+                            break
                         if self.connected_at is None:
                             self.connected_at = now
                         seq += 1

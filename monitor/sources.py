@@ -21,6 +21,9 @@ import numpy as np
 
 from monitor.preprocess import Frame
 
+# Our own one-line errors replace OpenCV's warnings ("can't be used to capture by name").
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+
 LIVE_SCHEMES = frozenset({"rtsp", "rtsps", "rtmp", "http", "https", "udp", "srt", "tcp"})
 
 

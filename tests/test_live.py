@@ -1,0 +1,187 @@
+"""Live streams against a real RTSP server (GStreamer), tests (a)-(f) of the live-camera issue."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+import yaml
+
+from monitor.app import Daemon
+from monitor.config import parse_config
+from monitor.metrics import Metrics
+from tests.conftest import Receiver, free_port
+from tests.fakes.vllm import FakeVLM
+from tests.rtsp import RtspServer
+
+RED = "a person wearing a red shirt"
+
+
+@pytest.fixture
+def rtsp() -> Iterator[RtspServer]:
+    server = RtspServer(free_port()).start()
+    yield server
+    server.kill()
+
+
+def value(metrics: Metrics, name: str, **labels: str) -> float:
+    v = metrics.registry.get_sample_value(f"vlm_monitor_{name}", labels)
+    return 0.0 if v is None else float(v)
+
+
+async def until(condition: Callable[[], bool], within: float, what: str) -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {within} s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def events(receiver: Receiver, kind: str) -> list[dict[str, Any]]:
+    return [r.json() for r in receiver.received if r.json()["event"] == kind]
+
+
+@asynccontextmanager
+async def daemon(fake: FakeVLM, receiver: Receiver, streams: list[dict[str, Any]],
+                 **vlm: Any) -> AsyncIterator[Metrics]:
+    config = parse_config(yaml.safe_dump({
+        "vlm": {"base_url": fake.base_url, "max_retries": 0, **vlm},
+        "streams": streams,
+        "alerts": [{"type": "webhook", "url": receiver.url,
+                    "events": ["target_detected", "stream_down", "stream_up"]}],
+        "server": {"listen": "127.0.0.1:0"},
+        "shutdown_grace_seconds": 5,
+    }), "test")
+    metrics = Metrics()
+    d = Daemon(config, metrics)
+    shutdown = asyncio.Event()
+    task = asyncio.create_task(d.run(shutdown))
+    await d.started.wait()
+    try:
+        yield metrics
+    finally:
+        shutdown.set()
+        assert await asyncio.wait_for(task, 30) == 0
+
+
+def live(url: str, name: str = "cam", **extra: Any) -> dict[str, Any]:
+    return {"name": name, "url": url, "targets": [RED], "frozen_after_seconds": 2,
+            "down_alert_after_seconds": 1, "open_timeout_seconds": 3, **extra}
+
+
+async def test_a_live_stream_is_sampled_once_a_second_and_alerts_once(
+        rtsp: RtspServer, fake_vlm: FakeVLM, receiver: Receiver) -> None:
+    async with daemon(fake_vlm, receiver, [live(rtsp.url())]) as metrics:
+        await until(lambda: value(metrics, "frames_sampled_total", stream="cam") >= 2, 20, "samples")
+        start, t0 = value(metrics, "frames_sampled_total", stream="cam"), time.monotonic()
+        await asyncio.sleep(4)
+        rate = (value(metrics, "frames_sampled_total", stream="cam") - start) / (time.monotonic() - t0)
+        assert 0.7 <= rate <= 1.2, rate
+        await asyncio.to_thread(rtsp.send, "red")
+        await until(lambda: bool(events(receiver, "target_detected")), 15, "an alert")
+        await asyncio.sleep(3)  # the red figure stays: still one alert
+        assert value(metrics, "stream_up", stream="cam") == 1
+    detected = events(receiver, "target_detected")
+    assert len(detected) == 1 and detected[0]["stream"] == "cam"
+    assert value(metrics, "matches_total", stream="cam", target=RED) >= 4
+    assert not events(receiver, "stream_down")
+
+
+async def test_b_server_killed_for_10_s_reconnects_and_alerts_again(
+        rtsp: RtspServer, fake_vlm: FakeVLM, receiver: Receiver) -> None:
+    async with daemon(fake_vlm, receiver, [live(rtsp.url())]) as metrics:
+        await until(lambda: value(metrics, "stream_up", stream="cam") == 1, 20, "stream up")
+        await asyncio.to_thread(rtsp.kill)
+        await until(lambda: bool(events(receiver, "stream_down")), 15, "stream_down")
+        assert value(metrics, "stream_up", stream="cam") == 0
+        await asyncio.sleep(10 - 3)
+        await asyncio.to_thread(rtsp.start)
+        await until(lambda: bool(events(receiver, "stream_up")), 30, "stream_up")
+        await asyncio.to_thread(rtsp.send, "red")
+        await until(lambda: bool(events(receiver, "target_detected")), 15, "an alert after the outage")
+        assert value(metrics, "stream_reconnects_total", stream="cam") >= 1
+    kinds = [r.json()["event"] for r in receiver.received]
+    assert kinds == ["stream_down", "stream_up", "target_detected"]
+    # The announced reason is the latest one: the server is gone, not just silent.
+    assert "cannot connect" in events(receiver, "stream_down")[0]["reason"]
+
+
+async def test_c_a_camera_down_at_start_delays_nothing_and_is_picked_up_later(
+        fake_vlm: FakeVLM, receiver: Receiver) -> None:
+    later = RtspServer(free_port())
+    other = RtspServer(free_port()).start()
+    try:
+        async with daemon(fake_vlm, receiver, [live(later.url(), "late"), live(other.url(), "other")]) as metrics:
+            # The other camera works at once, while the first one is still unreachable.
+            await until(lambda: value(metrics, "frames_sampled_total", stream="other") >= 2, 20, "other stream")
+            assert value(metrics, "stream_up", stream="late") == 0
+            await until(lambda: bool(events(receiver, "stream_down")), 10, "stream_down")
+            assert "cannot connect" in events(receiver, "stream_down")[0]["reason"]
+            await asyncio.to_thread(later.start)
+            await until(lambda: value(metrics, "stream_up", stream="late") == 1, 40, "late stream up")
+            await until(lambda: value(metrics, "frames_sampled_total", stream="late") >= 1, 10, "late samples")
+    finally:
+        later.kill()
+        other.kill()
+
+
+async def test_d_wrong_path_and_wrong_credentials_are_clear_and_backed_off(
+        fake_vlm: FakeVLM, receiver: Receiver) -> None:
+    server = RtspServer(free_port(), user="admin", password="right-pass").start()
+    try:
+        streams = [live(server.url("/nope", "admin:right-pass"), "path"),
+                   live(server.url("/live", "admin:wrong-pass"), "creds"),
+                   live(server.url("/live", "admin:right-pass"), "good")]
+        async with daemon(fake_vlm, receiver, streams) as metrics:
+            await until(lambda: len(events(receiver, "stream_down")) >= 2, 20, "two stream_down events")
+            t0 = time.monotonic()
+            start = {s: value(metrics, "stream_reconnects_total", stream=s) for s in ("path", "creds")}
+            await until(lambda: value(metrics, "frames_sampled_total", stream="good") >= 1, 20, "good stream")
+            await asyncio.sleep(max(0.0, 8 - (time.monotonic() - t0)))
+            for s in ("path", "creds"):
+                # Capped exponential backoff: a handful of attempts in 8 s, not a busy loop.
+                assert value(metrics, "stream_reconnects_total", stream=s) - start[s] <= 4
+        reasons = {e["stream"]: e["reason"] for e in events(receiver, "stream_down")}
+        assert "404" in reasons["path"] and "path" in reasons["path"]
+        assert "401" in reasons["creds"] and "password" in reasons["creds"]
+        assert all("right-pass" not in r.body.decode() and "wrong-pass" not in r.body.decode()
+                   for r in receiver.received)
+    finally:
+        server.kill()
+
+
+async def test_e_slow_analysis_never_judges_a_stale_frame(
+        rtsp: RtspServer, fake_vlm: FakeVLM, receiver: Receiver) -> None:
+    fake_vlm.latency = 2.5  # the model is slower than the camera's sampling interval
+    async with daemon(fake_vlm, receiver, [live(rtsp.url())]) as metrics:
+        await until(lambda: len(fake_vlm.requests) >= 2, 30, "requests")
+        await asyncio.to_thread(rtsp.send, "red")
+        switched = time.monotonic()
+        await until(lambda: bool(events(receiver, "target_detected")), 30, "an alert")
+    # Every frame sent more than one interval after the switch shows the switch.
+    sent_late = [r for r in fake_vlm.requests if r.at - fake_vlm.latency > switched + 1.0]
+    assert sent_late and all(r.present for r in sent_late)
+    assert value(metrics, "frames_dropped_total", stream="cam", reason="stale") > 0
+    count = value(metrics, "frame_age_seconds_count", stream="cam")
+    mean_age = value(metrics, "frame_age_seconds_sum", stream="cam") / count
+    assert mean_age < 1.0 + 2.5 + 0.5, mean_age
+    assert value(metrics, "frame_age_seconds_bucket", stream="cam", le="5.0") == count
+
+
+async def test_f_a_frozen_stream_is_down_and_recovers(
+        rtsp: RtspServer, fake_vlm: FakeVLM, receiver: Receiver) -> None:
+    async with daemon(fake_vlm, receiver, [live(rtsp.url())]) as metrics:
+        await until(lambda: value(metrics, "stream_up", stream="cam") == 1, 20, "stream up")
+        await asyncio.to_thread(rtsp.send, "freeze")
+        frozen_at = value(metrics, "frames_sampled_total", stream="cam")
+        await until(lambda: value(metrics, "stream_up", stream="cam") == 0, 15, "frozen stream down")
+        # Nothing was sampled from the stalled stream (at most the frames already on their way).
+        assert value(metrics, "frames_sampled_total", stream="cam") <= frozen_at + 2
+        await until(lambda: bool(events(receiver, "stream_down")), 10, "stream_down")
+        await asyncio.to_thread(rtsp.send, "thaw")
+        await until(lambda: value(metrics, "stream_up", stream="cam") == 1, 30, "stream up again")
+    assert "no frame for 2 s" in events(receiver, "stream_down")[0]["reason"]
