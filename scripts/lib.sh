@@ -21,3 +21,22 @@ ensure_venv() {
   [ -n "$extra" ] && spec=".[$extra]"
   .venv/bin/python -m pip install --quiet --disable-pip-version-check -e "$spec"
 }
+
+# The live-stream tests run a real RTSP server: GStreamer's, with the system
+# Python's GObject bindings. Installed from Debian's packages when missing.
+ensure_test_system_packages() {
+  local check='import gi; gi.require_version("GstRtspServer", "1.0"); from gi.repository import GstRtspServer'
+  if /usr/bin/python3 -c "$check" 2>/dev/null && command -v gst-inspect-1.0 >/dev/null \
+      && gst-inspect-1.0 x264enc >/dev/null 2>&1; then
+    return
+  fi
+  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+    echo "the tests need Debian packages: run as root, or install: $TEST_DEBS" >&2
+    exit 2
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $TEST_DEBS >/dev/null
+}
+
+TEST_DEBS="python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-tools gstreamer1.0-plugins-base
+  gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav"

@@ -3,6 +3,7 @@
 Run with the system Python, which has the GObject bindings:
 
     /usr/bin/python3 tests/fakes/rtsp_server.py PORT [--user U --password P] [--gop N]
+                                               [--size WxH] [--pattern ball]
 
 It serves ``/live``: a 640x360 25 fps H.264 stream (x264, zerolatency, one
 keyframe every N frames) of a grey scene. Commands on stdin, one per line:
@@ -29,9 +30,11 @@ RED = 0xFFC81E1E
 
 
 class Factory(GstRtspServer.RTSPMediaFactory):
-    def __init__(self, gop: int) -> None:
+    def __init__(self, gop: int, size: str = "640x360", pattern: str = "solid-color") -> None:
         super().__init__()
         self.gop = gop
+        self.width, self.height = (int(v) for v in size.split("x"))
+        self.pattern = pattern
         self.source: Gst.Element | None = None
         self.valve: Gst.Element | None = None
         self.colour = GREY
@@ -39,11 +42,12 @@ class Factory(GstRtspServer.RTSPMediaFactory):
 
     def do_create_element(self, url: object) -> Gst.Element:
         pipeline = Gst.parse_launch(
-            "videotestsrc name=src is-live=true pattern=solid-color "
+            f"videotestsrc name=src is-live=true pattern={self.pattern} "
             f"foreground-color={self.colour} "
-            "! video/x-raw,width=640,height=360,framerate=25/1 "
+            f"! video/x-raw,width={self.width},height={self.height},framerate=25/1 "
             "! valve name=valve drop=false "
-            f"! x264enc tune=zerolatency speed-preset=ultrafast key-int-max={self.gop} bitrate=800 "
+            f"! x264enc tune=zerolatency speed-preset=ultrafast key-int-max={self.gop} "
+            f"bitrate={max(800, self.width * self.height * 25 // 10000)} "
             "! rtph264pay name=pay0 pt=96 config-interval=1")
         self.source = pipeline.get_by_name("src")
         self.valve = pipeline.get_by_name("valve")
@@ -56,13 +60,15 @@ def main() -> None:
     parser.add_argument("--user")
     parser.add_argument("--password")
     parser.add_argument("--gop", type=int, default=25)
+    parser.add_argument("--size", default="640x360")
+    parser.add_argument("--pattern", default="solid-color", help="videotestsrc pattern, e.g. ball")
     args = parser.parse_args()
 
     Gst.init(None)
     server = GstRtspServer.RTSPServer()
     server.set_address("127.0.0.1")
     server.set_service(str(args.port))
-    factory = Factory(args.gop)
+    factory = Factory(args.gop, args.size, args.pattern)
     if args.user:
         auth = GstRtspServer.RTSPAuth()
         token = GstRtspServer.RTSPToken()
