@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import structlog
@@ -19,7 +20,9 @@ import structlog
 from monitor import __version__, logs
 from monitor.alerts.dispatch import Dispatcher
 from monitor.alerts.model import Alert
+from monitor.alerts.outbox import Outbox
 from monitor.alerts.sinks import make_sinks
+from monitor.alerts.snapshots import Snapshots
 from monitor.backoff import backoff_delay
 from monitor.config import Config, StreamConfig
 from monitor.detector import Cleared, Detector, Observation, Raised
@@ -49,6 +52,7 @@ class Seen:
     wall: datetime
     confidence: int
     description: str
+    jpeg: bytes | None  # what the model was shown, for the alert's snapshot
 
 
 class ModelWatch:
@@ -109,8 +113,10 @@ class StreamRunner:
     """One stream: its source, its detectors (one per target), its alerts."""
 
     def __init__(self, cfg: StreamConfig, config: Config, client: VlmClient, watch: ModelWatch,
-                 dispatcher: Dispatcher, metrics: Metrics, stopping: asyncio.Event) -> None:
+                 dispatcher: Dispatcher, metrics: Metrics, stopping: asyncio.Event,
+                 snapshots: Snapshots | None) -> None:
         self.cfg = cfg
+        self.snapshots = snapshots
         self.config = config
         self.client = client
         self.watch = watch
@@ -119,6 +125,7 @@ class StreamRunner:
         self.stopping = stopping
         self.failed = False
         self._down_reason = ""
+        self._last_alert: dict[str, float] = {}  # target -> offset of its last alert
         det = config.detection
         self.detectors: dict[str, Detector[Seen]] = {
             t.name: Detector(det.consecutive_matches, det.rearm_after_absent) for t in cfg.targets}
@@ -218,6 +225,19 @@ class StreamRunner:
         reader.start()
         return reader
 
+    def _cooling(self, target: str, offset: float) -> bool:
+        last = self._last_alert.get(target)
+        return last is not None and offset - last < self.config.detection.cooldown_seconds
+
+    def _with_snapshot(self, alert: Alert, jpeg: bytes) -> Alert:
+        assert self.snapshots is not None
+        try:
+            name = self.snapshots.save(alert.id, jpeg)
+        except OSError as e:  # a full disk must not cost the alert itself
+            self._log.error("cannot save the alert's snapshot", error=e.strerror or type(e).__name__)
+            return alert
+        return replace(alert, fields={**alert.fields, "snapshot": name})
+
     def _handle(self, sample: Sample, result: SampleResult) -> None:
         name = self.cfg.name
         min_conf = self.config.detection.min_confidence
@@ -239,12 +259,19 @@ class StreamRunner:
                             latency=round(r.analysis.latency, 3))
             if obs is Observation.MATCH:
                 self.metrics.matches.labels(name, r.target.name).inc()
-            seen = Seen(sample.offset, sample.wall, verdict.confidence, verdict.description)
+            jpeg = result.prepared.jpeg if result.prepared else None
+            seen = Seen(sample.offset, sample.wall, verdict.confidence, verdict.description, jpeg)
             event = self.detectors[r.target.name].observe(obs, seen)
-            if isinstance(event, Raised):
+            if isinstance(event, Raised) and self._cooling(r.target.name, event.first.offset):
+                self._log.info("target detected again within the cooldown; no alert",
+                               target=r.target.name, offset=event.first.offset)
+            elif isinstance(event, Raised):
                 first, last = event.first, event.last
+                self._last_alert[r.target.name] = first.offset
                 alert = Alert.detected(name, r.target.name, first.wall, first.offset,
                                        last.confidence, last.description)
+                if self.snapshots is not None and last.jpeg is not None:
+                    alert = self._with_snapshot(alert, last.jpeg)
                 self.metrics.alerts.labels(name, r.target.name).inc()
                 self._log.info("target detected", target=r.target.name, alert_id=alert.id,
                                first_seen_offset_seconds=first.offset)
@@ -267,7 +294,19 @@ class Daemon:
         config = self.config
         client = VlmClient(config.vlm, self.metrics)
         watch = ModelWatch(client)
-        dispatcher = Dispatcher(make_sinks(config.alerts, config.sink_names()), self.metrics)
+        state_dir = config.resolved_state_dir()
+        try:
+            outbox = Outbox(state_dir / "outbox.sqlite3")
+            snap = config.snapshots
+            snapshots = Snapshots(state_dir / "snapshots", max_count=snap.max_count,
+                                  max_age_s=snap.max_age_days * 86400,
+                                  max_bytes=int(snap.max_total_mb * 1e6)) if snap.enabled else None
+        except (OSError, sqlite3.Error) as e:
+            await client.close()
+            raise DaemonError(f"cannot use the state directory {state_dir}: "
+                              f"{getattr(e, 'strerror', None) or e}") from None
+        dispatcher = Dispatcher(make_sinks(config.alerts, config.sink_names(), snapshots),
+                                self.metrics, outbox)
         self.http = HttpServer(config.server.host, config.server.port, self.metrics,
                                readiness=lambda: watch.reason)
         try:
@@ -282,8 +321,8 @@ class Daemon:
                        streams=len(config.streams), model=config.vlm.model)
         self.started.set()
         stopping = asyncio.Event()
-        runners = [StreamRunner(s, config, client, watch, dispatcher, self.metrics, stopping)
-                   for s in config.streams]
+        runners = [StreamRunner(s, config, client, watch, dispatcher, self.metrics, stopping,
+                                snapshots) for s in config.streams]
         grace = config.shutdown_grace_seconds
         try:
             async with asyncio.TaskGroup() as tg:
@@ -305,20 +344,26 @@ class Daemon:
                 signalled.cancel()
                 fatal.cancel()
                 delivered = await dispatcher.drain(grace)
-                if not delivered:
-                    self._log.error("alerts left undelivered at exit", count=dispatcher.pending())
                 for t in background:
                     t.cancel()
+            pending = dispatcher.pending()
         finally:
             await self.http.stop()
             await client.close()
             await dispatcher.close()
+            outbox.close()
         if watch.fatal:
             raise DaemonError(f"model server: {watch.fatal}")
+        if not delivered:
+            self._log.warning("alerts still pending are kept in the outbox for the next start",
+                              count=pending, outbox=str(outbox.path))
         failed = [r.cfg.name for r in runners if r.failed]
-        if failed or not delivered:
+        # Stopped by a signal, pending alerts are safe on disk: that is a clean stop.
+        # Ended because the files ended, the job is only done once they are delivered.
+        finite_run = not shutdown.is_set()
+        if failed or (finite_run and (not delivered or dispatcher.dead_letters)):
             self._log.error("vlm-monitor stopped with errors", failed_streams=failed,
-                            undelivered_alerts=dispatcher.pending())
+                            undelivered_alerts=pending, dead_letters=dispatcher.dead_letters)
             return EXIT_FAILED
         self._log.info("vlm-monitor stopped")
         return EXIT_OK

@@ -108,6 +108,9 @@ class DetectionConfig(_Model):
     consecutive_matches: int = Field(2, ge=1, le=100)
     # An episode ends after this many absent samples in a row; then it may alert again.
     rearm_after_absent: int = Field(3, ge=1, le=10000)
+    # At least this long (of media time; since connect for live) between two alerts
+    # for the same stream and target, even if the episode ended in between.
+    cooldown_seconds: float = Field(0.0, ge=0, le=86400)
 
 
 class PreprocessConfig(_Model):
@@ -139,7 +142,11 @@ class WebhookSinkConfig(_Model):
     url: SecretStr
     secret: SecretStr | None = None
     timeout_seconds: float = Field(10.0, gt=0, le=300)
-    max_attempts: int = Field(8, ge=1, le=1000)
+    # Failed deliveries are retried (backoff up to 5 min) until the alert is this old.
+    max_age_seconds: float = Field(86400.0, gt=0, le=30 * 86400)
+    retry_max_delay_seconds: float = Field(300.0, ge=1, le=3600)
+    # Put the snapshot in the payload (base64), for receivers that cannot reach this host.
+    include_image: bool = False
 
     @field_validator("url")
     @classmethod
@@ -177,6 +184,13 @@ class ServerConfig(_Model):
         return int(self.listen.rpartition(":")[2])
 
 
+class SnapshotsConfig(_Model):
+    enabled: bool = True
+    max_count: int = Field(1000, ge=1)
+    max_age_days: float = Field(30.0, gt=0)
+    max_total_mb: float = Field(500.0, gt=0)
+
+
 class LoggingConfig(_Model):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
@@ -190,6 +204,7 @@ class Config(_Model):
     alerts: list[SinkConfig] = Field(default_factory=lambda: _log_only())
     server: ServerConfig = ServerConfig()
     state_dir: Path | None = None
+    snapshots: SnapshotsConfig = SnapshotsConfig()
     logging: LoggingConfig = LoggingConfig()
     # On SIGTERM: how long in-flight analysis, then alert delivery, may each take.
     shutdown_grace_seconds: float = Field(10.0, ge=0, le=600)

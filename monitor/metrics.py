@@ -70,6 +70,10 @@ class Metrics:
         self.alerts_pending = Gauge(
             f"{PREFIX}_alerts_pending", "Alert deliveries not yet done, by sink", ["sink"],
             registry=r)
+        self.alert_oldest_pending = Gauge(
+            f"{PREFIX}_alert_oldest_pending_timestamp_seconds",
+            "When the oldest alert still pending for the sink was raised (0: none pending)",
+            ["sink"], registry=r)
 
     def declare_stream(self, stream: str, targets: list[str]) -> None:
         """Create a stream's series at zero, so rate() and absent() work from the start."""
@@ -86,6 +90,7 @@ class Metrics:
         for outcome in DELIVERY_OUTCOMES:
             self.alert_deliveries.labels(sink, outcome)
         self.alerts_pending.labels(sink).set(0)
+        self.alert_oldest_pending.labels(sink).set(0)
 
     def declare_vlm(self) -> None:
         for outcome in VLM_OUTCOMES:

@@ -41,8 +41,11 @@ def draw_figure(img: np.ndarray, x: int, colour: tuple[int, int, int] = (30, 30,
 
 
 def make_clip(path: Path | str, *, seconds: float = 20.0, size: tuple[int, int] = (1280, 720),
-              fps: float = 25.0, red: tuple[float, float] | None = (5.0, 12.0)) -> Path:
-    """Write an mp4 whose red figure is visible for media times t with red[0] <= t < red[1]."""
+              fps: float = 25.0,
+              red: tuple[float, float] | list[tuple[float, float]] | None = (5.0, 12.0)) -> Path:
+    """Write an mp4 whose red figure is visible for media times t with start <= t < end,
+    for the interval ``red`` (or each of a list of them)."""
+    spans = [] if red is None else [red] if isinstance(red, tuple) else red
     path = Path(path)
     width, height = size
     base = scene(width, height)
@@ -55,8 +58,9 @@ def make_clip(path: Path | str, *, seconds: float = 20.0, size: tuple[int, int] 
             frame = base.copy()
             # A grey passer-by who is never red: the model must not see red in it.
             draw_figure(frame, int(width * (0.9 - 0.03 * t)) % width, (110, 110, 110))
-            if red is not None and red[0] <= t < red[1]:
-                draw_figure(frame, int(width * 0.55 + 8 * (t - red[0]) * width / 1280))
+            for start, end in spans:
+                if start <= t < end:
+                    draw_figure(frame, int(width * 0.55 + 8 * (t - start) * width / 1280))
             writer.write(frame)
     finally:
         writer.release()

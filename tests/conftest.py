@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +49,7 @@ def free_port() -> int:
 class Received:
     headers: dict[str, str]
     body: bytes
+    at: float = field(default_factory=time.time)  # when the answer was sent
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -55,11 +57,19 @@ class Received:
 
 @dataclass
 class Receiver:
-    """A real webhook receiver in a thread. ``statuses`` is popped per request (then 200)."""
+    """A real webhook receiver in a thread.
+
+    Each request is answered with the next of ``statuses`` if any, else
+    ``failing_status`` until ``fail_until`` (time.monotonic()), else 200,
+    after ``delay`` seconds.
+    """
 
     port: int = 0
     received: list[Received] = field(default_factory=list)
     statuses: list[int] = field(default_factory=list)
+    fail_until: float = 0.0
+    failing_status: int = 503
+    delay: float = 0.0
     attempts: int = 0
     _loop: asyncio.AbstractEventLoop | None = None
     _thread: threading.Thread | None = None
@@ -72,7 +82,14 @@ class Receiver:
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.read()
         self.attempts += 1
-        status = self.statuses.pop(0) if self.statuses else 200
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if self.statuses:
+            status = self.statuses.pop(0)
+        elif time.monotonic() < self.fail_until:
+            status = self.failing_status
+        else:
+            status = 200
         if status < 300:
             self.received.append(Received(dict(request.headers), body))
             self.got.set()

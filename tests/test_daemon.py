@@ -29,6 +29,7 @@ def write_config(path: Path, fake_url: str, streams: list[dict[str, Any]], **ext
         "alerts": [{"type": "log"}],
         "server": {"listen": "127.0.0.1:0"},
         "shutdown_grace_seconds": 5,
+        "state_dir": str(path.parent / "state"),
         **extra,
     }
     path.write_text(yaml.safe_dump(doc))
@@ -144,12 +145,13 @@ def metric_names(text: str) -> set[str]:
 
 
 async def test_metrics_health_and_readiness_while_running(
-        clips: dict[str, Path], fake_vlm: FakeVLM) -> None:
+        tmp_path: Path, clips: dict[str, Path], fake_vlm: FakeVLM) -> None:
     fake_vlm.latency = 0.05
     config = parse_config(yaml.safe_dump({
         "vlm": {"base_url": fake_vlm.base_url},
         "streams": [{"name": "front-door", "url": str(clips["red"]), "targets": [RED], "realtime": True}],
         "server": {"listen": "127.0.0.1:0"},
+        "state_dir": str(tmp_path),
     }), "test")
     metrics = Metrics()
     daemon = Daemon(config, metrics)
@@ -178,13 +180,14 @@ async def test_metrics_health_and_readiness_while_running(
 
 
 async def test_model_server_down_at_start_is_not_ready_then_recovers(
-        clips: dict[str, Path], receiver: Receiver) -> None:
+        tmp_path: Path, clips: dict[str, Path], receiver: Receiver) -> None:
     port = free_port()
     config = parse_config(yaml.safe_dump({
         "vlm": {"base_url": f"http://127.0.0.1:{port}/v1", "max_retries": 0},
         "streams": [{"name": "door", "url": str(clips["red"]), "targets": [RED]}],
         "alerts": [{"type": "webhook", "url": receiver.url}],
         "server": {"listen": "127.0.0.1:0"},
+        "state_dir": str(tmp_path),
     }), "test")
     metrics = Metrics()
     daemon = Daemon(config, metrics)
@@ -253,3 +256,22 @@ def test_garbage_answers_never_alert(
     assert receiver.attempts == 0
     not_analysed = [line for line in json_lines(result.stdout) if line["event"] == "sample not analysed"]
     assert len(not_analysed) == 20 and all(line["stream"] == "a" for line in not_analysed)
+
+
+def test_episodes_and_cooldown(tmp_path: Path, fake_vlm: FakeVLM, receiver: Receiver) -> None:
+    from tests.clips import make_clip
+
+    # Red at 2-5 s and again at 10-13 s: two episodes, so two alerts, unless a cooldown covers both.
+    clip = make_clip(tmp_path / "twice.mp4", seconds=16, size=(640, 360), fps=10, red=[(2, 5), (10, 13)])
+    stream = [{"name": "a", "url": str(clip), "targets": [RED]}]
+    hook = [{"type": "webhook", "url": receiver.url}]
+    result = cli("run", "--config", str(write_config(tmp_path / "c.yaml", fake_vlm.base_url, stream, alerts=hook)))
+    assert result.returncode == 0, result.stderr
+    assert [r.json()["first_seen_offset_seconds"] for r in receiver.received] == [2, 10]
+
+    receiver.received.clear()
+    cooled = write_config(tmp_path / "d.yaml", fake_vlm.base_url, stream, alerts=hook,
+                          detection={"cooldown_seconds": 30})
+    result = cli("run", "--config", str(cooled))
+    assert result.returncode == 0, result.stderr
+    assert [r.json()["first_seen_offset_seconds"] for r in receiver.received] == [2]

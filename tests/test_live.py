@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -48,6 +49,7 @@ def events(receiver: Receiver, kind: str) -> list[dict[str, Any]]:
 @asynccontextmanager
 async def daemon(fake: FakeVLM, receiver: Receiver, streams: list[dict[str, Any]],
                  **vlm: Any) -> AsyncIterator[Metrics]:
+    state = tempfile.TemporaryDirectory()
     config = parse_config(yaml.safe_dump({
         "vlm": {"base_url": fake.base_url, "max_retries": 0, **vlm},
         "streams": streams,
@@ -55,6 +57,7 @@ async def daemon(fake: FakeVLM, receiver: Receiver, streams: list[dict[str, Any]
                     "events": ["target_detected", "stream_down", "stream_up"]}],
         "server": {"listen": "127.0.0.1:0"},
         "shutdown_grace_seconds": 5,
+        "state_dir": state.name,
     }), "test")
     metrics = Metrics()
     d = Daemon(config, metrics)
@@ -66,6 +69,7 @@ async def daemon(fake: FakeVLM, receiver: Receiver, streams: list[dict[str, Any]
     finally:
         shutdown.set()
         assert await asyncio.wait_for(task, 30) == 0
+        state.cleanup()
 
 
 def live(url: str, name: str = "cam", **extra: Any) -> dict[str, Any]:

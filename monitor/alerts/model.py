@@ -49,6 +49,13 @@ class Alert:
         target = self.fields.get("target")
         return target if isinstance(target, str) else None
 
+    @classmethod
+    def from_body(cls, body: bytes) -> Alert:
+        """The alert as stored in the outbox (its body); body() gives the same bytes back."""
+        fields = json.loads(body)
+        event, alert_id, stream = fields.pop("event"), fields.pop("id"), fields.pop("stream")
+        return cls(event, stream, fields, alert_id)
+
     def payload(self) -> dict[str, Any]:
         return {"event": self.event, "id": self.id, "stream": self.stream, **self.fields}
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
+from dataclasses import replace
 from typing import Protocol
 
 import httpx
 
 from monitor import __version__, logs
 from monitor.alerts.model import Alert
+from monitor.alerts.snapshots import Snapshots
 from monitor.config import LogSinkConfig, SinkConfig, WebhookSinkConfig, redact_url
 
 
@@ -24,6 +27,8 @@ class GiveUp(Exception):
 class Sink(Protocol):
     name: str
     events: frozenset[str]  # the alert events this sink wants
+    max_age_seconds: float  # retried until the alert is this old
+    retry_max_delay: float  # the longest wait between two tries
 
     async def deliver(self, alert: Alert) -> None: ...
 
@@ -34,6 +39,8 @@ class LogSink:
     def __init__(self, name: str, cfg: LogSinkConfig) -> None:
         self.name = name
         self.events: frozenset[str] = frozenset(cfg.events)
+        self.max_age_seconds = 86400.0
+        self.retry_max_delay = 60.0
         self._log = logs.get("monitor.alert")
 
     async def deliver(self, alert: Alert) -> None:
@@ -52,17 +59,28 @@ def signature(secret: bytes, body: bytes) -> str:
 class WebhookSink:
     """POSTs one alert per request; 2xx delivered, 408/429/5xx/network retried, other 4xx not."""
 
-    def __init__(self, name: str, cfg: WebhookSinkConfig) -> None:
+    def __init__(self, name: str, cfg: WebhookSinkConfig, snapshots: Snapshots | None = None) -> None:
         self.name = name
         self.events: frozenset[str] = frozenset(cfg.events)
-        self.max_attempts = cfg.max_attempts
+        self.max_age_seconds = cfg.max_age_seconds
+        self.retry_max_delay = cfg.retry_max_delay_seconds
         self._url = cfg.url.get_secret_value()
         self.display_url = redact_url(self._url)
         self._secret = cfg.secret.get_secret_value().encode() if cfg.secret else None
+        self._snapshots = snapshots if cfg.include_image else None
         self._client = httpx.AsyncClient(timeout=cfg.timeout_seconds, follow_redirects=False)
 
+    def _body(self, alert: Alert) -> bytes:
+        snapshot = alert.fields.get("snapshot")
+        if self._snapshots is not None and isinstance(snapshot, str):
+            jpeg = self._snapshots.read(snapshot)
+            if jpeg is not None:
+                image = base64.b64encode(jpeg).decode("ascii")
+                return replace(alert, fields={**alert.fields, "image_jpeg_base64": image}).body()
+        return alert.body()
+
     async def deliver(self, alert: Alert) -> None:
-        body = alert.body()
+        body = self._body(alert)
         headers = {
             "Content-Type": "application/json",
             "User-Agent": f"vlm-monitor/{__version__}",
@@ -87,8 +105,12 @@ class WebhookSink:
         await self._client.aclose()
 
 
-def make_sinks(configs: list[SinkConfig], names: list[str]) -> list[Sink]:
+def make_sinks(configs: list[SinkConfig], names: list[str],
+               snapshots: Snapshots | None = None) -> list[Sink]:
     sinks: list[Sink] = []
     for cfg, name in zip(configs, names, strict=True):
-        sinks.append(LogSink(name, cfg) if isinstance(cfg, LogSinkConfig) else WebhookSink(name, cfg))
+        if isinstance(cfg, LogSinkConfig):
+            sinks.append(LogSink(name, cfg))
+        else:
+            sinks.append(WebhookSink(name, cfg, snapshots))
     return sinks
