@@ -31,6 +31,7 @@ from monitor.live import Availability, LiveReader, live_samples
 from monitor.metrics import Metrics
 from monitor.pipeline import FrameAnalyzer, SampleResult, ordered
 from monitor.sources import Sample, SourceError, file_samples, is_live
+from monitor.systemd import Notifier
 from monitor.vlm import BadAnswer, Rejected, Unavailable, VlmClient
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -283,9 +284,11 @@ class StreamRunner:
 
 
 class Daemon:
-    def __init__(self, config: Config, metrics: Metrics | None = None) -> None:
+    def __init__(self, config: Config, metrics: Metrics | None = None,
+                 notifier: Notifier | None = None) -> None:
         self.config = config
         self.metrics = metrics or Metrics()
+        self.notifier = notifier or Notifier()
         self.http: HttpServer | None = None
         self.started = asyncio.Event()  # set once the HTTP port is bound
         self._log = logs.get("monitor.daemon")
@@ -320,6 +323,7 @@ class Daemon:
                        listen=f"{config.server.host}:{self.http.port}",
                        streams=len(config.streams), model=config.vlm.model)
         self.started.set()
+        self.notifier.notify("READY=1", f"STATUS=watching {len(config.streams)} stream(s)")
         stopping = asyncio.Event()
         runners = [StreamRunner(s, config, client, watch, dispatcher, self.metrics, stopping,
                                 snapshots) for s in config.streams]
@@ -327,13 +331,15 @@ class Daemon:
         try:
             async with asyncio.TaskGroup() as tg:
                 background = [tg.create_task(watch.run(), name="model-watch"),
-                              tg.create_task(dispatcher.run(), name="alerts")]
+                              tg.create_task(dispatcher.run(), name="alerts"),
+                              tg.create_task(self._watchdog(), name="watchdog")]
                 streams = [tg.create_task(r.run(), name=f"stream-{r.cfg.name}") for r in runners]
                 all_done = tg.create_task(asyncio.wait(streams))
                 signalled = tg.create_task(shutdown.wait())
                 fatal = tg.create_task(watch.fatal_event.wait())
                 await asyncio.wait([all_done, signalled, fatal],
                                    return_when=asyncio.FIRST_COMPLETED)
+                self.notifier.notify("STOPPING=1")
                 if not all_done.done():
                     self._log.info("stopping", reason=watch.fatal or "signal")
                     stopping.set()
@@ -367,3 +373,12 @@ class Daemon:
             return EXIT_FAILED
         self._log.info("vlm-monitor stopped")
         return EXIT_OK
+
+    async def _watchdog(self) -> None:
+        """WATCHDOG=1 from the event loop itself: if the loop wedges, the pings stop."""
+        interval = self.notifier.watchdog_interval
+        if interval is None:
+            return
+        while True:
+            self.notifier.notify("WATCHDOG=1")
+            await asyncio.sleep(interval)

@@ -299,6 +299,17 @@ class _Located:
         return ConfigError(f"{where}: {_format_path(path)}: {message}")
 
 
+def _credential(name: str, env: Mapping[str, str]) -> str | None:
+    """A systemd credential (LoadCredential=NAME:…) of that name, if there is one."""
+    directory = env.get("CREDENTIALS_DIRECTORY")
+    if not directory:
+        return None
+    try:
+        return (Path(directory) / name).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
 def _expand(value: Any, path: Path_, env: Mapping[str, str], loc: _Located) -> Any:
     if isinstance(value, dict):
         return {k: _expand(v, (*path, k), env, loc) for k, v in value.items()}
@@ -311,6 +322,9 @@ def _expand(value: Any, path: Path_, env: Mapping[str, str], loc: _Located) -> A
         name, default = m.group(1), m.group(2)
         if env.get(name):
             return env[name]
+        credential = _credential(name, env)
+        if credential is not None:
+            return credential
         if default is not None:
             return default
         raise loc.error(path, f"environment variable {name} is not set (use ${{{name}:-default}})")

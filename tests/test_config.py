@@ -133,3 +133,13 @@ def test_check_config_hides_camera_passwords(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "rtsp://***@192.0.2.1/s" in result.stdout
     assert "hunter2" not in result.stdout + result.stderr
+
+
+def test_systemd_credentials_fill_unset_variables(tmp_path: Path) -> None:
+    (tmp_path / "VLM_API_KEY").write_text("from-credential\n")
+    text = MINIMAL + "vlm:\n  api_key: ${VLM_API_KEY}\n"
+    config = parse_config(text, "cfg.yaml", {"CREDENTIALS_DIRECTORY": str(tmp_path)})
+    assert config.vlm.api_key.get_secret_value() == "from-credential"
+    # The environment wins over a credential of the same name.
+    env = {"CREDENTIALS_DIRECTORY": str(tmp_path), "VLM_API_KEY": "from-env"}
+    assert parse_config(text, "cfg.yaml", env).vlm.api_key.get_secret_value() == "from-env"
