@@ -105,3 +105,11 @@ def test_systemd_unit_verifies(tmp_path: Path) -> None:
     assert "Overall exposure level" in security.stdout
     level = float(security.stdout.split("Overall exposure level for vlm-monitor.service:")[1].split()[0])
     assert level <= 2.0, security.stdout[-500:]
+
+
+def test_dockerfile_passes_hadolint() -> None:
+    hadolint = ROOT / ".venv" / "bin" / "hadolint"
+    result = subprocess.run([str(hadolint), "--no-color", "Dockerfile"], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "\nUSER 10001:10001\n" in dockerfile and "HEALTHCHECK" in dockerfile and "/healthz" in dockerfile
