@@ -14,6 +14,7 @@ import sqlite3
 import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from pathlib import Path
 
 import structlog
 
@@ -24,7 +25,7 @@ from monitor.alerts.outbox import Outbox
 from monitor.alerts.sinks import make_sinks
 from monitor.alerts.snapshots import Snapshots
 from monitor.backoff import backoff_delay
-from monitor.config import Config, StreamConfig
+from monitor.config import Config, ConfigError, StreamConfig, load_config
 from monitor.detector import Cleared, Detector, Observation, Raised
 from monitor.http import HttpServer
 from monitor.live import Availability, LiveReader, live_samples
@@ -110,27 +111,37 @@ class ModelWatch:
             attempt += 1
 
 
+@dataclass(frozen=True, slots=True)
+class Shared:
+    """What every stream uses and the daemon owns."""
+
+    client: VlmClient
+    watch: ModelWatch
+    dispatcher: Dispatcher
+    metrics: Metrics
+    snapshots: Snapshots | None
+
+
 class StreamRunner:
     """One stream: its source, its detectors (one per target), its alerts."""
 
-    def __init__(self, cfg: StreamConfig, config: Config, client: VlmClient, watch: ModelWatch,
-                 dispatcher: Dispatcher, metrics: Metrics, stopping: asyncio.Event,
-                 snapshots: Snapshots | None) -> None:
+    def __init__(self, cfg: StreamConfig, config: Config, shared: Shared) -> None:
         self.cfg = cfg
-        self.snapshots = snapshots
-        self.config = config
-        self.client = client
-        self.watch = watch
-        self.dispatcher = dispatcher
-        self.metrics = metrics
-        self.stopping = stopping
+        self.config = config  # for detection and preprocess (what a reload may change)
+        self.client = shared.client
+        self.watch = shared.watch
+        self.dispatcher = shared.dispatcher
+        self.metrics = shared.metrics
+        self.snapshots = shared.snapshots
+        self.stopping = asyncio.Event()  # set to stop this stream alone
+        self.task: asyncio.Task[None] | None = None
         self.failed = False
         self._down_reason = ""
         self._last_alert: dict[str, float] = {}  # target -> offset of its last alert
         det = config.detection
         self.detectors: dict[str, Detector[Seen]] = {
             t.name: Detector(det.consecutive_matches, det.rearm_after_absent) for t in cfg.targets}
-        metrics.declare_stream(cfg.name, [t.name for t in cfg.targets])
+        self.metrics.declare_stream(cfg.name, [t.name for t in cfg.targets])
         self._log = logs.get("monitor.stream")
 
     async def _wait_for_model(self, error: Unavailable, attempt: int) -> bool:
@@ -283,15 +294,27 @@ class StreamRunner:
                 self.dispatcher.publish(Alert.cleared(name, r.target.name, last.wall, last.offset))
 
 
+# Config sections a reload applies; the others need a restart.
+RELOADABLE = frozenset({"streams", "detection", "preprocess"})
+
+
 class Daemon:
     def __init__(self, config: Config, metrics: Metrics | None = None,
-                 notifier: Notifier | None = None) -> None:
+                 notifier: Notifier | None = None, config_path: Path | None = None) -> None:
         self.config = config
+        self.config_path = config_path
         self.metrics = metrics or Metrics()
         self.notifier = notifier or Notifier()
         self.http: HttpServer | None = None
         self.started = asyncio.Event()  # set once the HTTP port is bound
+        self.reloaded = asyncio.Event()  # set after each reload attempt (for tests and logs)
+        self._reload_requested = asyncio.Event()
+        self._streams: dict[str, StreamRunner] = {}
         self._log = logs.get("monitor.daemon")
+
+    def request_reload(self) -> None:
+        """SIGHUP: re-read the config file at the next turn of the main loop."""
+        self._reload_requested.set()
 
     async def run(self, shutdown: asyncio.Event) -> int:
         config = self.config
@@ -310,6 +333,7 @@ class Daemon:
                               f"{getattr(e, 'strerror', None) or e}") from None
         dispatcher = Dispatcher(make_sinks(config.alerts, config.sink_names(), snapshots),
                                 self.metrics, outbox)
+        shared = Shared(client, watch, dispatcher, self.metrics, snapshots)
         self.http = HttpServer(config.server.host, config.server.port, self.metrics,
                                readiness=lambda: watch.reason)
         try:
@@ -324,31 +348,19 @@ class Daemon:
                        streams=len(config.streams), model=config.vlm.model)
         self.started.set()
         self.notifier.notify("READY=1", f"STATUS=watching {len(config.streams)} stream(s)")
-        stopping = asyncio.Event()
-        runners = [StreamRunner(s, config, client, watch, dispatcher, self.metrics, stopping,
-                                snapshots) for s in config.streams]
         grace = config.shutdown_grace_seconds
         try:
             async with asyncio.TaskGroup() as tg:
                 background = [tg.create_task(watch.run(), name="model-watch"),
                               tg.create_task(dispatcher.run(), name="alerts"),
                               tg.create_task(self._watchdog(), name="watchdog")]
-                streams = [tg.create_task(r.run(), name=f"stream-{r.cfg.name}") for r in runners]
-                all_done = tg.create_task(asyncio.wait(streams))
-                signalled = tg.create_task(shutdown.wait())
-                fatal = tg.create_task(watch.fatal_event.wait())
-                await asyncio.wait([all_done, signalled, fatal],
-                                   return_when=asyncio.FIRST_COMPLETED)
+                for stream in config.streams:
+                    self._start_stream(tg, stream, config, shared)
+                await self._main_loop(tg, shared, shutdown)
                 self.notifier.notify("STOPPING=1")
-                if not all_done.done():
+                if any(r.task and not r.task.done() for r in self._streams.values()):
                     self._log.info("stopping", reason=watch.fatal or "signal")
-                    stopping.set()
-                    _, late = await asyncio.wait(streams, timeout=grace)
-                    for t in late:
-                        t.cancel()
-                all_done.cancel()
-                signalled.cancel()
-                fatal.cancel()
+                    await self._stop_streams(list(self._streams), grace)
                 delivered = await dispatcher.drain(grace)
                 for t in background:
                     t.cancel()
@@ -363,7 +375,7 @@ class Daemon:
         if not delivered:
             self._log.warning("alerts still pending are kept in the outbox for the next start",
                               count=pending, outbox=str(outbox.path))
-        failed = [r.cfg.name for r in runners if r.failed]
+        failed = [name for name, r in self._streams.items() if r.failed]
         # Stopped by a signal, pending alerts are safe on disk: that is a clean stop.
         # Ended because the files ended, the job is only done once they are delivered.
         finite_run = not shutdown.is_set()
@@ -373,6 +385,78 @@ class Daemon:
             return EXIT_FAILED
         self._log.info("vlm-monitor stopped")
         return EXIT_OK
+
+    async def _main_loop(self, tg: asyncio.TaskGroup, shared: Shared, shutdown: asyncio.Event) -> None:
+        """Until a signal, a fatal model error, or every stream has ended; reloads on request."""
+        stop_signals = [asyncio.create_task(shutdown.wait()),
+                        asyncio.create_task(shared.watch.fatal_event.wait())]
+        try:
+            while True:
+                active = [r.task for r in self._streams.values() if r.task and not r.task.done()]
+                if not active:
+                    return
+                reload = asyncio.create_task(self._reload_requested.wait())
+                await asyncio.wait([*stop_signals, reload, *active], return_when=asyncio.FIRST_COMPLETED)
+                reload.cancel()
+                if any(t.done() for t in stop_signals):
+                    return
+                if self._reload_requested.is_set():
+                    self._reload_requested.clear()
+                    await self._reload(tg, shared)
+        finally:
+            for t in stop_signals:
+                t.cancel()
+
+    def _start_stream(self, tg: asyncio.TaskGroup, cfg: StreamConfig, config: Config,
+                      shared: Shared) -> None:
+        runner = StreamRunner(cfg, config, shared)
+        runner.task = tg.create_task(runner.run(), name=f"stream-{cfg.name}")
+        self._streams[cfg.name] = runner
+
+    async def _stop_streams(self, names: list[str], grace: float) -> None:
+        """Stop sampling, give in-flight analysis ``grace`` seconds, then cancel it."""
+        runners = [self._streams[n] for n in names]
+        for r in runners:
+            r.stopping.set()
+        tasks = [r.task for r in runners if r.task is not None and not r.task.done()]
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=grace)
+            for t in late:
+                t.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+
+    async def _reload(self, tg: asyncio.TaskGroup, shared: Shared) -> None:
+        """Apply a new config's streams; a config that does not load changes nothing."""
+        try:
+            if self.config_path is None:
+                raise ConfigError("no config file to reload from")
+            new = await asyncio.to_thread(load_config, self.config_path)
+        except ConfigError as e:
+            self._log.error("reload rejected; the running config stays", error=str(e))
+            self.reloaded.set()
+            return
+        old = self.config
+        fixed = [k for k in type(old).model_fields if k not in RELOADABLE
+                 and getattr(old, k) != getattr(new, k)]
+        if fixed:
+            self._log.warning("these config sections change only on restart", sections=fixed)
+        applied = old.model_copy(update={k: getattr(new, k) for k in RELOADABLE})
+        everything = old.detection != new.detection or old.preprocess != new.preprocess
+        old_streams = {s.name: s for s in old.streams}
+        new_streams = {s.name: s for s in new.streams}
+        removed = [n for n in old_streams if n not in new_streams]
+        changed = [n for n in old_streams if n in new_streams
+                   and (everything or old_streams[n] != new_streams[n])]
+        added = [n for n in new_streams if n not in old_streams]
+        await self._stop_streams(removed + changed, old.shutdown_grace_seconds)
+        for name in removed:
+            del self._streams[name]
+            self.metrics.forget_stream(name, [t.name for t in old_streams[name].targets])
+        for name in changed + added:
+            self._start_stream(tg, new_streams[name], applied, shared)
+        self.config = applied
+        self._log.info("config reloaded", added=added, removed=removed, restarted=changed)
+        self.reloaded.set()
 
     async def _watchdog(self) -> None:
         """WATCHDOG=1 from the event loop itself: if the loop wedges, the pings stop."""

@@ -13,6 +13,7 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -49,10 +50,11 @@ def _load(path: str) -> Config:
 
 # --- run ---------------------------------------------------------------------
 
-async def _run_daemon(config: Config) -> int:
+async def _run_daemon(config: Config, path: str) -> int:
     shutdown = asyncio.Event()
     loop = asyncio.get_running_loop()
     main_task = asyncio.current_task()
+    daemon = Daemon(config, config_path=Path(path))
 
     def on_signal() -> None:
         if shutdown.is_set() and main_task is not None:
@@ -61,8 +63,9 @@ async def _run_daemon(config: Config) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal)
+    loop.add_signal_handler(signal.SIGHUP, daemon.request_reload)
     try:
-        return await Daemon(config).run(shutdown)
+        return await daemon.run(shutdown)
     except asyncio.CancelledError:
         return 130
 
@@ -71,7 +74,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = _load(args.config)
     logs.configure(config.logging.level, config.logging.format, stream=sys.stdout)
     try:
-        return asyncio.run(_run_daemon(config))
+        return asyncio.run(_run_daemon(config, args.config))
     except DaemonError as e:
         return fail(str(e), e.code)
 

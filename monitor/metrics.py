@@ -7,6 +7,9 @@ so that the series count stays bounded and no secret reaches Prometheus.
 
 from __future__ import annotations
 
+import contextlib
+from typing import Any
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -85,6 +88,17 @@ class Metrics:
         for target in targets:
             self.matches.labels(stream, target)
             self.alerts.labels(stream, target)
+
+    def forget_stream(self, stream: str, targets: list[str]) -> None:
+        """Drop a removed stream's series, so dashboards do not show it frozen forever."""
+        series: list[tuple[Any, tuple[str, ...]]] = [
+            (m, (stream,)) for m in (self.frames_sampled, self.stream_up, self.stream_reconnects,
+                                     self.frame_age)]
+        series += [(self.frames_dropped, (stream, r)) for r in DROP_REASONS]
+        series += [(m, (stream, t)) for m in (self.matches, self.alerts) for t in targets]
+        for metric, values in series:
+            with contextlib.suppress(KeyError):
+                metric.remove(*values)
 
     def declare_sink(self, sink: str) -> None:
         for outcome in DELIVERY_OUTCOMES:

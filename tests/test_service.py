@@ -64,7 +64,7 @@ async def test_sd_notify_ready_then_watchdog_pings_that_stop_when_the_loop_is_bl
         await daemon.started.wait()
         await asyncio.sleep(1.0)
         blocked_from = time.monotonic()
-        time.sleep(1.5)  # wedge the event loop, as a bug would
+        time.sleep(1.5)  # noqa: ASYNC251 - wedging the event loop, as a bug would, is the point
         blocked_to = time.monotonic()
         await asyncio.sleep(1.0)
     finally:
