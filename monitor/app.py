@@ -166,7 +166,8 @@ class StreamRunner:
         self._log.info("stream starting", url=self.cfg.display_url, live=live,
                        targets=[t.name for t in self.cfg.targets])
         analyzer = FrameAnalyzer(self.client, self.cfg.targets, self.config.preprocess,
-                                 wait_for_model=None if live else self._wait_for_model)
+                                 wait_for_model=None if live else self._wait_for_model,
+                                 model_ready=self.watch.ready.is_set if live else None)
         reader: LiveReader | None = None
         try:
             if live:
@@ -258,6 +259,8 @@ class StreamRunner:
             obs = r.observation(min_conf)
             if r.error is not None:
                 reason = "model_unavailable" if isinstance(r.error, Unavailable) else "model_error"
+                if isinstance(r.error, Unavailable) and r.error.outcome in ("connection_error", "timeout"):
+                    self.watch.report_down(str(r.error))  # opens the circuit until the watch sees it back
                 self.metrics.frames_dropped.labels(name, reason).inc()
                 level = self._log.warning if isinstance(r.error, BadAnswer | Rejected) else self._log.debug
                 level("sample not analysed", target=r.target.name, offset=sample.offset,

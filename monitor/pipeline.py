@@ -71,10 +71,14 @@ class FrameAnalyzer:
     """Preprocesses a sample in a worker thread and asks the model about each target."""
 
     def __init__(self, client: VlmClient, targets: Sequence[Target], pre: PreprocessConfig,
-                 wait_for_model: Callable[[Unavailable, int], Awaitable[bool]] | None = None) -> None:
+                 wait_for_model: Callable[[Unavailable, int], Awaitable[bool]] | None = None,
+                 model_ready: Callable[[], bool] | None = None) -> None:
         self.client = client
         self.targets = list(targets)
         self.pre = pre
+        # A circuit breaker: while this says the server is down, fail at once
+        # instead of spending a timeout per frame (the watch probes it meanwhile).
+        self.model_ready = model_ready
         # Given, an unavailable server is waited for and the frame asked about again
         # (files: no frame is stale). It is given the error and the attempt number,
         # and returns False when waiting should stop.
@@ -92,6 +96,8 @@ class FrameAnalyzer:
     async def _ask(self, prepared: Prepared, target: Target) -> TargetResult:
         attempt = 0
         while True:
+            if self.model_ready is not None and not self.model_ready():
+                return TargetResult(target, None, Unavailable("model server unavailable", "circuit_open"))
             try:
                 analysis = await self.client.analyze(prepared.jpeg, target.prompt_text)
             except Unavailable as e:

@@ -189,3 +189,28 @@ async def test_f_a_frozen_stream_is_down_and_recovers(
         await asyncio.to_thread(rtsp.send, "thaw")
         await until(lambda: value(metrics, "stream_up", stream="cam") == 1, 30, "stream up again")
     assert "no frame for 2 s" in events(receiver, "stream_down")[0]["reason"]
+
+
+async def test_model_server_down_for_a_while_no_false_alert_no_hammering_then_recovery(
+        rtsp: RtspServer, receiver: Receiver) -> None:
+    import httpx
+
+    fake = await asyncio.to_thread(FakeVLM().start)
+    port = fake.port
+    try:
+        async with daemon(fake, receiver, [live(rtsp.url())], timeout_seconds=2) as metrics:
+            await until(lambda: len(fake.requests) >= 2, 20, "requests")
+            await asyncio.to_thread(fake.stop)
+            await asyncio.to_thread(rtsp.send, "red")  # the target appears while the model is down
+            await until(lambda: value(metrics, "vlm_up") == 0, 40, "the watch to see the server down")
+            errors_then = value(metrics, "vlm_requests_total", outcome="connection_error")
+            await asyncio.sleep(8)
+            # The circuit is open: frames are dropped at once, not sent to a dead server each second.
+            assert value(metrics, "vlm_requests_total", outcome="connection_error") - errors_then <= 1
+            assert value(metrics, "frames_dropped_total", stream="cam", reason="model_unavailable") >= 5
+            assert events(receiver, "target_detected") == []
+            fake = await asyncio.to_thread(FakeVLM().start, port)
+            await until(lambda: bool(events(receiver, "target_detected")), 60, "an alert after recovery")
+    finally:
+        fake.stop()
+    assert len(events(receiver, "target_detected")) == 1
