@@ -255,6 +255,8 @@ class StreamRunner:
         name = self.cfg.name
         min_conf = self.config.detection.min_confidence
         self.metrics.frames_sampled.labels(name).inc()
+        if result.analysis is not None:
+            self.metrics.frame_age.labels(name).observe(time.monotonic() - sample.captured)
         for r in result.targets:
             obs = r.observation(min_conf)
             if r.error is not None:
@@ -266,12 +268,10 @@ class StreamRunner:
                 level("sample not analysed", target=r.target.name, offset=sample.offset,
                       error=str(r.error))
                 continue
-            assert r.analysis is not None
-            self.metrics.frame_age.labels(name).observe(time.monotonic() - sample.captured)
-            verdict = r.analysis.verdict
+            verdict = r.verdict
+            assert verdict is not None
             self._log.debug("verdict", target=r.target.name, offset=sample.offset,
-                            present=verdict.present, confidence=verdict.confidence,
-                            latency=round(r.analysis.latency, 3))
+                            present=verdict.present, confidence=verdict.confidence)
             if obs is Observation.MATCH:
                 self.metrics.matches.labels(name, r.target.name).inc()
             jpeg = result.prepared.jpeg if result.prepared else None

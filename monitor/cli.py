@@ -136,11 +136,11 @@ async def _probe(cfg: VlmConfig) -> tuple[bool, str]:
         prepared = prepare(image, max_pixels=448 * 448, clahe=False)
         start = time.perf_counter()
         try:
-            analysis = await client.analyze(prepared.jpeg, "a red square")
+            analysis = await client.analyze(prepared.jpeg, ["a red square"])
         except VlmError as e:
             return False, str(e)
         took = time.perf_counter() - start
-        sees = "sees" if analysis.verdict.present else "does NOT see"
+        sees = "sees" if analysis.verdicts[0].present else "does NOT see"
         return True, (f"model {cfg.model} at {cfg.base_url} answered in {took:.2f} s "
                       f"({analysis.prompt_tokens} prompt tokens, max_model_len "
                       f"{status.max_model_len or 'unknown'}); it {sees} the red test square")

@@ -17,6 +17,7 @@ from monitor.config import PreprocessConfig, Target
 from monitor.detector import Observation
 from monitor.preprocess import Prepared, prepare
 from monitor.sources import Sample
+from monitor.verdict import Verdict
 from monitor.vlm import Analysis, Unavailable, VlmClient, VlmError
 
 T = TypeVar("T")
@@ -50,25 +51,24 @@ async def ordered(source: AsyncIterator[T], fn: Callable[[T], Awaitable[R]],
 @dataclass(frozen=True, slots=True)
 class TargetResult:
     target: Target
-    analysis: Analysis | None
+    verdict: Verdict | None
     error: VlmError | None
 
     def observation(self, min_confidence: int) -> Observation:
-        if self.analysis is None:
+        if self.verdict is None:
             return Observation.UNKNOWN
-        if self.analysis.verdict.is_match(min_confidence):
-            return Observation.MATCH
-        return Observation.ABSENT
+        return Observation.MATCH if self.verdict.is_match(min_confidence) else Observation.ABSENT
 
 
 @dataclass(frozen=True, slots=True)
 class SampleResult:
     prepared: Prepared | None
     targets: list[TargetResult]
+    analysis: Analysis | None  # the model call (latency, tokens), when it answered
 
 
 class FrameAnalyzer:
-    """Preprocesses a sample in a worker thread and asks the model about each target."""
+    """Preprocesses a sample in a worker thread and asks the model about all its targets at once."""
 
     def __init__(self, client: VlmClient, targets: Sequence[Target], pre: PreprocessConfig,
                  wait_for_model: Callable[[Unavailable, int], Awaitable[bool]] | None = None,
@@ -76,13 +76,13 @@ class FrameAnalyzer:
         self.client = client
         self.targets = list(targets)
         self.pre = pre
-        # A circuit breaker: while this says the server is down, fail at once
-        # instead of spending a timeout per frame (the watch probes it meanwhile).
-        self.model_ready = model_ready
         # Given, an unavailable server is waited for and the frame asked about again
         # (files: no frame is stale). It is given the error and the attempt number,
         # and returns False when waiting should stop.
         self.wait_for_model = wait_for_model
+        # A circuit breaker: while this says the server is down, fail at once
+        # instead of spending a timeout per frame (the watch probes it meanwhile).
+        self.model_ready = model_ready
 
     async def __call__(self, sample: Sample) -> SampleResult:
         pre = self.pre
@@ -90,21 +90,24 @@ class FrameAnalyzer:
             prepare, sample.frame, max_pixels=pre.max_pixels, clahe=pre.clahe,
             clip_limit=pre.clahe_clip_limit, tile_grid=pre.clahe_tile_grid,
             jpeg_quality=pre.jpeg_quality)
-        results = await asyncio.gather(*(self._ask(prepared, t) for t in self.targets))
-        return SampleResult(prepared, list(results))
+        analysis, error = await self._ask(prepared)
+        if analysis is None:
+            return SampleResult(prepared, [TargetResult(t, None, error) for t in self.targets], None)
+        results = [TargetResult(t, v, None) for t, v in zip(self.targets, analysis.verdicts, strict=True)]
+        return SampleResult(prepared, results, analysis)
 
-    async def _ask(self, prepared: Prepared, target: Target) -> TargetResult:
+    async def _ask(self, prepared: Prepared) -> tuple[Analysis | None, VlmError | None]:
+        prompts = [t.prompt_text for t in self.targets]
         attempt = 0
         while True:
             if self.model_ready is not None and not self.model_ready():
-                return TargetResult(target, None, Unavailable("model server unavailable", "circuit_open"))
+                return None, Unavailable("model server unavailable", "circuit_open")
             try:
-                analysis = await self.client.analyze(prepared.jpeg, target.prompt_text)
+                return await self.client.analyze(prepared.jpeg, prompts), None
             except Unavailable as e:
                 if self.wait_for_model is not None and await self.wait_for_model(e, attempt):
                     attempt += 1
                     continue
-                return TargetResult(target, None, e)
+                return None, e
             except VlmError as e:
-                return TargetResult(target, None, e)
-            return TargetResult(target, analysis, None)
+                return None, e

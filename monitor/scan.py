@@ -50,7 +50,7 @@ class Report:
     def sample(self, sample: Sample, result: SampleResult, min_confidence: int) -> None:
         r = result.targets[0]
         obs = r.observation(min_confidence)
-        verdict = r.analysis.verdict if r.analysis else None
+        verdict = r.verdict
         if self.progress:
             self.progress.write("\r\x1b[K")
         if self.as_json:

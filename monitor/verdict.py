@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,10 +42,18 @@ ANSWER_SCHEMA: dict[str, Any] = {
     "additionalProperties": False,
 }
 
-RESPONSE_FORMAT: dict[str, Any] = {
-    "type": "json_schema",
-    "json_schema": {"name": "target_verdict", "schema": ANSWER_SCHEMA},
-}
+def response_format(n_targets: int) -> dict[str, Any]:
+    """The json_schema response format for one target, or for a list of n in one answer."""
+    if n_targets == 1:
+        return {"type": "json_schema", "json_schema": {"name": "target_verdict", "schema": ANSWER_SCHEMA}}
+    schema = {
+        "type": "object",
+        "properties": {"answers": {"type": "array", "items": ANSWER_SCHEMA,
+                                   "minItems": n_targets, "maxItems": n_targets}},
+        "required": ["answers"],
+        "additionalProperties": False,
+    }
+    return {"type": "json_schema", "json_schema": {"name": "target_verdicts", "schema": schema}}
 
 # The fixed instruction comes first and the target last, so vLLM's prefix cache
 # can reuse the instruction's token blocks across requests.
@@ -57,8 +66,22 @@ _INSTRUCTIONS = (
 )
 
 
-def build_prompt(target: str) -> str:
-    return f"{_INSTRUCTIONS}\n\nTarget: {target}"
+_MANY = (
+    "You are watching a security camera frame. For each target listed below, decide whether "
+    'it is visible in the image. Reply with a JSON object {"answers": [...]} holding one '
+    "object per target, in the order listed, each with the keys "
+    '"present" (true or false), "confidence" (an integer from 1 to 10: how sure you are of '
+    'that answer) and "description" (one short sentence: if present, what it looks like and '
+    "where it is in the frame; if not, what is there instead)."
+)
+
+
+def build_prompt(targets: Sequence[str]) -> str:
+    """One image, one question per target: the image's tokens are paid for once."""
+    if len(targets) == 1:
+        return f"{_INSTRUCTIONS}\n\nTarget: {targets[0]}"
+    listed = "\n".join(f"{i}. {t}" for i, t in enumerate(targets, 1))
+    return f"{_MANY}\n\nTargets:\n{listed}"
 
 
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.S | re.I)
@@ -114,6 +137,29 @@ def _from_lines(text: str) -> Verdict:
         raise AnswerError("answer has neither JSON nor 'Answer:' and 'Confidence:' lines")
     return Verdict(_present(fields["answer"]), _confidence(fields["confidence"]),
                    fields.get("description", "")[:MAX_DESCRIPTION].strip())
+
+
+def parse_answers(text: str | None, n_targets: int) -> list[Verdict]:
+    """A verdict per target, in order; AnswerError unless there is exactly one for each."""
+    if n_targets == 1:
+        return [parse_answer(text)]
+    if not text or not text.strip():
+        raise AnswerError("empty answer")
+    candidates = [m.group(1) for m in _FENCE.finditer(text)] + [text]
+    for candidate in candidates:
+        start = min((i for i in (candidate.find("{"), candidate.find("[")) if i != -1), default=-1)
+        end = max(candidate.rfind("}"), candidate.rfind("]"))
+        if start == -1 or end <= start:
+            continue
+        try:
+            obj = json.loads(candidate[start:end + 1])
+        except json.JSONDecodeError:
+            continue
+        answers = obj.get("answers") if isinstance(obj, dict) else obj
+        if not isinstance(answers, list) or len(answers) != n_targets:
+            raise AnswerError(f"expected {n_targets} answers, one per target")
+        return [_from_json(a) for a in answers]
+    raise AnswerError("answer holds no JSON list of verdicts")
 
 
 def parse_answer(text: str | None) -> Verdict:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -18,7 +19,7 @@ from openai.types.chat import ChatCompletionMessageParam
 
 from monitor.config import VlmConfig
 from monitor.metrics import Metrics
-from monitor.verdict import RESPONSE_FORMAT, AnswerError, Verdict, build_prompt, parse_answer
+from monitor.verdict import AnswerError, Verdict, build_prompt, parse_answers, response_format
 
 
 class VlmError(Exception):
@@ -61,7 +62,7 @@ class ServerStatus:
 
 @dataclass(frozen=True, slots=True)
 class Analysis:
-    verdict: Verdict
+    verdicts: list[Verdict]  # one per target asked about, in order
     latency: float
     prompt_tokens: int
     completion_tokens: int
@@ -101,13 +102,13 @@ class VlmClient:
     async def close(self) -> None:
         await self._client.close()
 
-    async def analyze(self, jpeg: bytes, target: str) -> Analysis:
-        """Ask whether ``target`` is in the image. Raises VlmError when there is no verdict."""
+    async def analyze(self, jpeg: bytes, targets: Sequence[str]) -> Analysis:
+        """Ask, in one request, whether each target is in the image. VlmError when no verdicts."""
         image_url = "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
         messages: list[ChatCompletionMessageParam] = [{
             "role": "user",
             "content": [
-                {"type": "text", "text": build_prompt(target)},
+                {"type": "text", "text": build_prompt(targets)},
                 {"type": "image_url", "image_url": {"url": image_url}},
             ],
         }]
@@ -120,7 +121,7 @@ class VlmClient:
                     messages=messages,
                     max_tokens=self.cfg.max_tokens,
                     temperature=0.0,
-                    response_format=cast(Any, RESPONSE_FORMAT),
+                    response_format=cast(Any, response_format(len(targets))),
                 )
             except VlmError as e:
                 self.metrics.vlm_requests.labels(e.outcome).inc()
@@ -141,12 +142,12 @@ class VlmClient:
         try:
             if not response.choices:
                 raise AnswerError("no choices in the response")
-            verdict = parse_answer(response.choices[0].message.content)
+            verdicts = parse_answers(response.choices[0].message.content, len(targets))
         except AnswerError as e:
             self.metrics.vlm_requests.labels("bad_answer").inc()
             raise BadAnswer(f"model answer not understood: {e}") from None
         self.metrics.vlm_requests.labels("ok").inc()
-        return Analysis(verdict, latency, prompt_tokens, completion_tokens)
+        return Analysis(verdicts, latency, prompt_tokens, completion_tokens)
 
     async def check(self) -> ServerStatus:
         """Does the server answer, and serve our model? Also sets the vlm_up gauge."""

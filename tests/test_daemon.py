@@ -64,8 +64,9 @@ def test_run_delivers_one_signed_alert_and_exits(
     assert {line["event"] for line in lines} == stream_events
     assert all(line["stream"] == "front-door" for line in lines)
     assert "topsecret" not in result.stdout + result.stderr
-    # Every sampled second of the 20 s clip was asked about, for both targets.
-    assert len(fake_vlm.requests) == 40
+    # Every sampled second of the 20 s clip was asked about, both targets in one request.
+    assert len(fake_vlm.requests) == 20
+    assert all(r.targets == [RED, "a blue car"] for r in fake_vlm.requests)
 
 
 def test_inflight_requests_stay_within_max_concurrency(

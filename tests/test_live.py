@@ -193,7 +193,6 @@ async def test_f_a_frozen_stream_is_down_and_recovers(
 
 async def test_model_server_down_for_a_while_no_false_alert_no_hammering_then_recovery(
         rtsp: RtspServer, receiver: Receiver) -> None:
-    import httpx
 
     fake = await asyncio.to_thread(FakeVLM().start)
     port = fake.port

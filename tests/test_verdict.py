@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from monitor.verdict import AnswerError, Verdict, build_prompt, parse_answer
+from monitor.verdict import AnswerError, Verdict, build_prompt, parse_answer, parse_answers
 
 
 @pytest.mark.parametrize(
@@ -48,6 +48,25 @@ def test_match_needs_presence_and_confidence() -> None:
 
 
 def test_prompt_puts_the_fixed_instructions_first() -> None:
-    a, b = build_prompt("a red car"), build_prompt("a dog")
+    a, b = build_prompt(["a red car"]), build_prompt(["a dog"])
     prefix = len(a) - len("a red car")
     assert a[:prefix] == b[:prefix] and a.endswith("Target: a red car")
+
+
+def test_several_targets_answer_in_order() -> None:
+    text = '{"answers": [{"present": true, "confidence": 9, "description": "red"}, ' \
+           '{"present": false, "confidence": 8, "description": "no dog"}]}'
+    assert parse_answers(text, 2) == [Verdict(True, 9, "red"), Verdict(False, 8, "no dog")]
+    fenced = '```json\n[{"present": true, "confidence": 9, "description": "red"}, ' \
+             '{"present": false, "confidence": 8, "description": "no dog"}]\n```'
+    assert parse_answers(fenced, 2) == parse_answers(text, 2)
+    prompt = build_prompt(["a red car", "a dog"])
+    assert prompt.endswith("Targets:\n1. a red car\n2. a dog")
+
+
+def test_several_targets_need_one_answer_each() -> None:
+    one = '{"answers": [{"present": true, "confidence": 9, "description": "red"}]}'
+    with pytest.raises(AnswerError, match="expected 2 answers"):
+        parse_answers(one, 2)
+    with pytest.raises(AnswerError):
+        parse_answers("Answer: YES\nConfidence: 9", 2)

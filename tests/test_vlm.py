@@ -36,11 +36,11 @@ def sample(metrics: Metrics, name: str, labels: dict[str, str] | None = None) ->
 
 async def test_verdict_comes_from_the_pixels(fake_vlm: FakeVLM) -> None:
     client, metrics = client_for(fake_vlm)
-    yes = await client.analyze(jpeg(True), RED)
-    no = await client.analyze(jpeg(False), RED)
+    yes = await client.analyze(jpeg(True), [RED])
+    no = await client.analyze(jpeg(False), [RED])
     await client.close()
-    assert yes.verdict.present and yes.verdict.confidence >= 7
-    assert not no.verdict.present
+    assert yes.verdicts[0].present and yes.verdicts[0].confidence >= 7
+    assert not no.verdicts[0].present
     assert all(r.structured for r in fake_vlm.requests)  # response_format json_schema was sent
     assert (fake_vlm.requests[0].width, fake_vlm.requests[0].height) == (896, 504)
     assert sample(metrics, "vlm_monitor_vlm_requests_total", {"outcome": "ok"}) == 2
@@ -52,16 +52,16 @@ async def test_verdict_comes_from_the_pixels(fake_vlm: FakeVLM) -> None:
 async def test_plain_text_answers_are_understood(fake_vlm: FakeVLM) -> None:
     fake_vlm.mode = "text"
     client, _ = client_for(fake_vlm)
-    result = await client.analyze(jpeg(True), RED)
+    result = await client.analyze(jpeg(True), [RED])
     await client.close()
-    assert result.verdict.present and result.verdict.confidence == 9
+    assert result.verdicts[0].present and result.verdicts[0].confidence == 9
 
 
 async def test_garbage_answers_are_errors_not_verdicts(fake_vlm: FakeVLM) -> None:
     fake_vlm.mode = "garbage"
     client, metrics = client_for(fake_vlm)
     with pytest.raises(BadAnswer):
-        await client.analyze(jpeg(True), RED)
+        await client.analyze(jpeg(True), [RED])
     await client.close()
     assert sample(metrics, "vlm_monitor_vlm_requests_total", {"outcome": "bad_answer"}) == 1
 
@@ -71,7 +71,7 @@ async def test_wrong_model_is_rejected_with_the_servers_message(fake_vlm: FakeVL
     fake_vlm.error_shape = shape
     client, _ = client_for(fake_vlm, model="Qwen/Nope")
     with pytest.raises(Rejected, match="The model `Qwen/Nope` does not exist"):
-        await client.analyze(jpeg(True), RED)
+        await client.analyze(jpeg(True), [RED])
     status = await client.check()
     await client.close()
     assert status.reachable and not status.serves_model
@@ -82,14 +82,14 @@ async def test_server_errors_and_a_dead_server_are_unavailable(fake_vlm: FakeVLM
     fake_vlm.fail_rate = 1.0
     client, metrics = client_for(fake_vlm, max_retries=1)
     with pytest.raises(Unavailable, match="500"):
-        await client.analyze(jpeg(True), RED)
+        await client.analyze(jpeg(True), [RED])
     await client.close()
     assert fake_vlm.failures == 2  # the one retry we allow, and no more
     assert sample(metrics, "vlm_monitor_vlm_requests_total", {"outcome": "server_error"}) == 1
 
     dead = VlmClient(VlmConfig(base_url=f"http://127.0.0.1:{free_port()}/v1", max_retries=0), Metrics())
     with pytest.raises(Unavailable, match="cannot connect"):
-        await dead.analyze(jpeg(True), RED)
+        await dead.analyze(jpeg(True), [RED])
     status = await dead.check()
     await dead.close()
     assert not status.reachable
@@ -99,7 +99,7 @@ async def test_slow_server_times_out(fake_vlm: FakeVLM) -> None:
     fake_vlm.latency = 2.0
     client, metrics = client_for(fake_vlm, timeout_seconds=0.3)
     with pytest.raises(Unavailable, match="timed out"):
-        await client.analyze(jpeg(True), RED)
+        await client.analyze(jpeg(True), [RED])
     await client.close()
     assert sample(metrics, "vlm_monitor_vlm_requests_total", {"outcome": "timeout"}) == 1
 
@@ -117,7 +117,7 @@ async def test_inflight_requests_never_exceed_the_bound(fake_vlm: FakeVLM) -> No
             await asyncio.sleep(0.005)
 
     watcher = asyncio.create_task(watch())
-    results = await asyncio.gather(*(client.analyze(image, RED) for _ in range(24)))
+    results = await asyncio.gather(*(client.analyze(image, [RED]) for _ in range(24)))
     watcher.cancel()
     await client.close()
     assert len(results) == 24
@@ -129,7 +129,7 @@ async def test_inflight_requests_never_exceed_the_bound(fake_vlm: FakeVLM) -> No
 def test_metrics_never_carry_the_api_key(fake_vlm: FakeVLM) -> None:
     async def go() -> Metrics:
         client, metrics = client_for(fake_vlm, api_key="sk-very-secret")
-        await client.analyze(jpeg(False), RED)
+        await client.analyze(jpeg(False), [RED])
         await client.close()
         return metrics
 
@@ -143,3 +143,13 @@ def test_error_message_reads_both_vllm_shapes() -> None:
     assert error_message(nested, "?") == "At most 1 image(s) may be provided in one prompt."
     assert error_message(flat, "?") == "The model `x` does not exist."
     assert error_message("nonsense", "fallback") == "fallback"
+
+
+async def test_several_targets_are_asked_in_one_request(fake_vlm: FakeVLM) -> None:
+    client, metrics = client_for(fake_vlm)
+    result = await client.analyze(jpeg(True), ["a blue car", RED, "a green bin"])
+    await client.close()
+    assert [v.present for v in result.verdicts] == [False, True, False]
+    assert len(fake_vlm.requests) == 1 and fake_vlm.requests[0].targets == ["a blue car", RED, "a green bin"]
+    # The image was paid for once: one request's worth of image tokens.
+    assert 301 <= sample(metrics, "vlm_monitor_vlm_tokens_total", {"kind": "prompt"}) < 2 * 578

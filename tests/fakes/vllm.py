@@ -55,6 +55,7 @@ class Request:
     present: bool
     structured: bool
     at: float
+    targets: list[str]
 
 
 class FakeVLM:
@@ -165,12 +166,23 @@ class FakeVLM:
         if len(images) > 4:
             return self._error(400, "At most 4 image(s) may be provided in one prompt.")
         prompt = "\n".join(texts)
-        m = re.search(r"Target:\s*(.+)", prompt) or re.search(r"Is there an? (.+?) in", prompt)
-        target = m.group(1).strip() if m else prompt
+        listed = re.search(r"Targets:\s*\n((?:\d+\. .+\n?)+)", prompt)
+        if listed:
+            targets = [re.sub(r"^\d+\. ", "", t).strip() for t in listed.group(1).strip().splitlines()]
+        else:
+            m = re.search(r"Target:\s*(.+)", prompt) or re.search(r"Is there an? (.+?) in", prompt)
+            targets = [m.group(1).strip() if m else prompt]
         image = images[0]
-        colour = next((c for c in COLOURS if c in target.lower()), None)
-        fraction = colour_fraction(image, colour) if colour else 0.0
-        present = fraction >= MIN_FRACTION
+        answers = []
+        for target in targets:
+            colour = next((c for c in COLOURS if c in target.lower()), None)
+            fraction = colour_fraction(image, colour) if colour else 0.0
+            if fraction >= MIN_FRACTION:
+                answers.append({"present": True, "confidence": 9, "description":
+                                f"A {colour} figure is in the frame ({fraction:.1%} of the image)."})
+            else:
+                answers.append({"present": False, "confidence": 8,
+                                "description": "An empty scene; no such target."})
         structured = body.get("response_format", {}).get("type") == "json_schema"
 
         self.inflight += 1
@@ -179,8 +191,9 @@ class FakeVLM:
             delay = self.latency + (self._rng.uniform(-self.jitter, self.jitter) if self.jitter else 0)
             if delay > 0:
                 await asyncio.sleep(delay)
-            self.requests.append(Request(body["model"], target, image.shape[1], image.shape[0],
-                                         present, structured, time.monotonic()))
+            self.requests.append(Request(body["model"], targets[0], image.shape[1], image.shape[0],
+                                         bool(answers[0]["present"]), structured, time.monotonic(),
+                                         targets))
             nth = len(self.requests)
             if (self.fail_rate and self._rng.random() < self.fail_rate) or (
                     self.fail_every and nth % self.fail_every == 0):
@@ -189,20 +202,16 @@ class FakeVLM:
         finally:
             self.inflight -= 1
 
-        if present:
-            description = f"A {colour} figure is in the frame ({fraction:.1%} of the image)."
-            confidence = 9
-        else:
-            description = "An empty scene; no such target."
-            confidence = 8
         if self.mode == "garbage":
             text = "I'm sorry, I can only describe cats. 🐈"
+        elif len(targets) > 1:
+            text = json.dumps({"answers": answers})
         elif self.mode == "text" or not structured:
-            text = (f"Answer: {'YES' if present else 'NO'}\nDescription: {description}\n"
-                    f"Confidence: {confidence}")
+            a = answers[0]
+            text = (f"Answer: {'YES' if a['present'] else 'NO'}\nDescription: {a['description']}\n"
+                    f"Confidence: {a['confidence']}")
         else:
-            text = json.dumps({"present": present, "confidence": confidence,
-                               "description": description})
+            text = json.dumps(answers[0])
         image_tokens = (image.shape[1] // 28) * (image.shape[0] // 28) + 2
         prompt_tokens = image_tokens + len(prompt) // 4
         completion_tokens = max(1, len(text) // 4)
