@@ -31,6 +31,7 @@ from monitor.http import HttpServer
 from monitor.live import Availability, LiveReader, live_samples
 from monitor.metrics import Metrics
 from monitor.pipeline import FrameAnalyzer, SampleResult, ordered
+from monitor.scene import SceneGate
 from monitor.sources import Sample, SourceError, file_samples, is_live
 from monitor.systemd import Notifier
 from monitor.vlm import BadAnswer, Rejected, Unavailable, VlmClient
@@ -165,9 +166,12 @@ class StreamRunner:
         live = is_live(url)
         self._log.info("stream starting", url=self.cfg.display_url, live=live,
                        targets=[t.name for t in self.cfg.targets])
+        sc = self.config.scene_change
+        gate = SceneGate(pixel_delta=sc.pixel_delta, min_changed_fraction=sc.min_changed_fraction,
+                         max_reuse_seconds=sc.max_reuse_seconds) if sc.enabled else None
         analyzer = FrameAnalyzer(self.client, self.cfg.targets, self.config.preprocess,
                                  wait_for_model=None if live else self._wait_for_model,
-                                 model_ready=self.watch.ready.is_set if live else None)
+                                 model_ready=self.watch.ready.is_set if live else None, gate=gate)
         reader: LiveReader | None = None
         try:
             if live:
@@ -255,7 +259,9 @@ class StreamRunner:
         name = self.cfg.name
         min_conf = self.config.detection.min_confidence
         self.metrics.frames_sampled.labels(name).inc()
-        if result.analysis is not None:
+        if result.reused:
+            self.metrics.verdicts_reused.labels(name).inc()
+        elif result.analysis is not None:
             self.metrics.frame_age.labels(name).observe(time.monotonic() - sample.captured)
         for r in result.targets:
             obs = r.observation(min_conf)
@@ -298,7 +304,7 @@ class StreamRunner:
 
 
 # Config sections a reload applies; the others need a restart.
-RELOADABLE = frozenset({"streams", "detection", "preprocess"})
+RELOADABLE = frozenset({"streams", "detection", "preprocess", "scene_change"})
 
 
 class Daemon:
@@ -444,7 +450,7 @@ class Daemon:
         if fixed:
             self._log.warning("these config sections change only on restart", sections=fixed)
         applied = old.model_copy(update={k: getattr(new, k) for k in RELOADABLE})
-        everything = old.detection != new.detection or old.preprocess != new.preprocess
+        everything = any(getattr(old, k) != getattr(new, k) for k in RELOADABLE - {"streams"})
         old_streams = {s.name: s for s in old.streams}
         new_streams = {s.name: s for s in new.streams}
         removed = [n for n in old_streams if n not in new_streams]

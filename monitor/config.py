@@ -128,6 +128,15 @@ def _default_events() -> list[EventName]:
     return ["target_detected", "stream_down", "stream_up"]
 
 
+class SceneChangeConfig(_Model):
+    """Reuse the last verdicts while the scene has not changed (see monitor/scene.py)."""
+
+    enabled: bool = True
+    pixel_delta: int = Field(20, ge=1, le=255)
+    min_changed_fraction: float = Field(0.002, gt=0, le=1)
+    max_reuse_seconds: float = Field(30.0, ge=0, le=3600)
+
+
 class LogSinkConfig(_Model):
     type: Literal["log"]
     name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -201,6 +210,7 @@ class Config(_Model):
     streams: list[StreamConfig] = Field(min_length=1)
     detection: DetectionConfig = DetectionConfig()
     preprocess: PreprocessConfig = PreprocessConfig()
+    scene_change: SceneChangeConfig = SceneChangeConfig()
     alerts: list[SinkConfig] = Field(default_factory=lambda: _log_only())
     server: ServerConfig = ServerConfig()
     state_dir: Path | None = None

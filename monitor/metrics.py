@@ -43,6 +43,10 @@ class Metrics:
             ["stream", "reason"], registry=r)
         self.stream_up = Gauge(
             f"{PREFIX}_stream_up", "1 while the stream delivers frames", ["stream"], registry=r)
+        self.verdicts_reused = Counter(
+            f"{PREFIX}_verdicts_reused_total",
+            "Samples not sent to the model: the scene had not changed since the last analysed one",
+            ["stream"], registry=r)
         self.frame_age = Histogram(
             f"{PREFIX}_frame_age_seconds", "Time from a frame's capture to its verdict", ["stream"],
             buckets=(0.1, 0.25, 0.5, 1, 1.5, 2, 3, 5, 10, 30, 60), registry=r)
@@ -81,6 +85,7 @@ class Metrics:
     def declare_stream(self, stream: str, targets: list[str]) -> None:
         """Create a stream's series at zero, so rate() and absent() work from the start."""
         self.frames_sampled.labels(stream)
+        self.verdicts_reused.labels(stream)
         for reason in DROP_REASONS:
             self.frames_dropped.labels(stream, reason)
         self.stream_up.labels(stream).set(0)
@@ -93,7 +98,7 @@ class Metrics:
         """Drop a removed stream's series, so dashboards do not show it frozen forever."""
         series: list[tuple[Any, tuple[str, ...]]] = [
             (m, (stream,)) for m in (self.frames_sampled, self.stream_up, self.stream_reconnects,
-                                     self.frame_age)]
+                                     self.frame_age, self.verdicts_reused)]
         series += [(self.frames_dropped, (stream, r)) for r in DROP_REASONS]
         series += [(m, (stream, t)) for m in (self.matches, self.alerts) for t in targets]
         for metric, values in series:

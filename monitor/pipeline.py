@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from monitor.config import PreprocessConfig, Target
 from monitor.detector import Observation
 from monitor.preprocess import Prepared, prepare
+from monitor.scene import SceneGate, thumbnail
 from monitor.sources import Sample
 from monitor.verdict import Verdict
 from monitor.vlm import Analysis, Unavailable, VlmClient, VlmError
@@ -65,6 +66,7 @@ class SampleResult:
     prepared: Prepared | None
     targets: list[TargetResult]
     analysis: Analysis | None  # the model call (latency, tokens), when it answered
+    reused: bool = False  # the scene had not changed: these are an earlier frame's verdicts
 
 
 class FrameAnalyzer:
@@ -72,7 +74,8 @@ class FrameAnalyzer:
 
     def __init__(self, client: VlmClient, targets: Sequence[Target], pre: PreprocessConfig,
                  wait_for_model: Callable[[Unavailable, int], Awaitable[bool]] | None = None,
-                 model_ready: Callable[[], bool] | None = None) -> None:
+                 model_ready: Callable[[], bool] | None = None,
+                 gate: SceneGate | None = None) -> None:
         self.client = client
         self.targets = list(targets)
         self.pre = pre
@@ -83,8 +86,33 @@ class FrameAnalyzer:
         # A circuit breaker: while this says the server is down, fail at once
         # instead of spending a timeout per frame (the watch probes it meanwhile).
         self.model_ready = model_ready
+        self.gate = gate
+        self._reference: asyncio.Future[SampleResult] | None = None  # the last analysed sample's
 
     async def __call__(self, sample: Sample) -> SampleResult:
+        if self.gate is None:
+            return await self._analyse(sample)
+        # Decided before the first await, so in sample order even with several in flight.
+        thumb = thumbnail(sample.frame)
+        if self._reference is not None and self.gate.unchanged(thumb, sample.offset):
+            reference = await asyncio.shield(self._reference)
+            if reference.analysis is not None:
+                return replace(reference, reused=True)
+        self.gate.analysed(thumb, sample.offset)
+        future: asyncio.Future[SampleResult] = asyncio.get_running_loop().create_future()
+        self._reference = future
+        try:
+            result = await self._analyse(sample)
+        except BaseException:
+            self.gate.forget()
+            future.cancel()
+            raise
+        if result.analysis is None:
+            self.gate.forget()
+        future.set_result(result)
+        return result
+
+    async def _analyse(self, sample: Sample) -> SampleResult:
         pre = self.pre
         prepared = await asyncio.to_thread(
             prepare, sample.frame, max_pixels=pre.max_pixels, clahe=pre.clahe,

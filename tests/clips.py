@@ -42,9 +42,11 @@ def draw_figure(img: np.ndarray, x: int, colour: tuple[int, int, int] = (30, 30,
 
 def make_clip(path: Path | str, *, seconds: float = 20.0, size: tuple[int, int] = (1280, 720),
               fps: float = 25.0,
-              red: tuple[float, float] | list[tuple[float, float]] | None = (5.0, 12.0)) -> Path:
+              red: tuple[float, float] | list[tuple[float, float]] | None = (5.0, 12.0),
+              passerby: bool = True) -> Path:
     """Write an mp4 whose red figure is visible for media times t with start <= t < end,
-    for the interval ``red`` (or each of a list of them)."""
+    for the interval ``red`` (or each of a list of them). Without ``passerby`` nothing
+    else moves: a quiet scene."""
     spans = [] if red is None else [red] if isinstance(red, tuple) else red
     path = Path(path)
     width, height = size
@@ -57,7 +59,8 @@ def make_clip(path: Path | str, *, seconds: float = 20.0, size: tuple[int, int] 
             t = i / fps
             frame = base.copy()
             # A grey passer-by who is never red: the model must not see red in it.
-            draw_figure(frame, int(width * (0.9 - 0.03 * t)) % width, (110, 110, 110))
+            if passerby:
+                draw_figure(frame, int(width * (0.9 - 0.03 * t)) % width, (110, 110, 110))
             for start, end in spans:
                 if start <= t < end:
                     draw_figure(frame, int(width * 0.55 + 8 * (t - start) * width / 1280))

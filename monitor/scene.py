@@ -1,0 +1,56 @@
+"""Scene-change gating: skip the model when the frame is nearly the one last analysed. Pure.
+
+A quiet corridor at night looks the same for hours; asking the model about
+it every second wastes the GPU. Each sample gets a small blurred grey
+thumbnail; when fewer than ``min_changed_fraction`` of its pixels differ by
+more than ``pixel_delta`` from the last *analysed* frame's, the last verdicts
+are reused, for at most ``max_reuse_seconds``. Comparing with the last
+analysed frame (not the previous one) means slow drift still adds up to a change.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+Thumb = npt.NDArray[np.uint8]
+THUMB_WIDTH = 160
+
+
+def thumbnail(frame: npt.NDArray[np.uint8]) -> Thumb:
+    """~0.2 ms at 1080p: bilinear to 2x the size, then a box filter halving, then a blur."""
+    h, w = frame.shape[:2]
+    tw, th = THUMB_WIDTH, max(1, round(h * THUMB_WIDTH / w))
+    small = cv2.resize(frame, (tw * 2, th * 2), interpolation=cv2.INTER_LINEAR)
+    small = cv2.resize(small, (tw, th), interpolation=cv2.INTER_AREA)
+    gray = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
+    return np.asarray(cv2.GaussianBlur(gray, (3, 3), 0), np.uint8)
+
+
+def changed_fraction(a: Thumb, b: Thumb, pixel_delta: int) -> float:
+    return float(np.count_nonzero(cv2.absdiff(a, b) > pixel_delta)) / a.size
+
+
+class SceneGate:
+    def __init__(self, *, pixel_delta: int = 20, min_changed_fraction: float = 0.002,
+                 max_reuse_seconds: float = 30.0) -> None:
+        self.pixel_delta = pixel_delta
+        self.min_changed_fraction = min_changed_fraction
+        self.max_reuse_seconds = max_reuse_seconds
+        self._ref: Thumb | None = None
+        self._ref_at = 0.0
+
+    def unchanged(self, thumb: Thumb, at: float) -> bool:
+        """True when the last analysed verdicts still hold for this frame (taken at ``at`` s)."""
+        ref = self._ref
+        if ref is None or ref.shape != thumb.shape or at - self._ref_at > self.max_reuse_seconds:
+            return False
+        return changed_fraction(ref, thumb, self.pixel_delta) < self.min_changed_fraction
+
+    def analysed(self, thumb: Thumb, at: float) -> None:
+        self._ref, self._ref_at = thumb, at
+
+    def forget(self) -> None:
+        """The last analysis failed: its verdicts are nothing to reuse."""
+        self._ref = None
