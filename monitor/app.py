@@ -28,11 +28,11 @@ from monitor.backoff import backoff_delay
 from monitor.config import Config, ConfigError, StreamConfig, load_config
 from monitor.detector import Cleared, Detector, Observation, Raised
 from monitor.http import HttpServer
-from monitor.live import Availability, LiveReader, live_samples
+from monitor.live import Availability, LiveReader, live_samples, newest
 from monitor.metrics import Metrics
 from monitor.pipeline import FrameAnalyzer, SampleResult, ordered
 from monitor.scene import SceneGate
-from monitor.sources import Sample, SourceError, file_samples, is_live
+from monitor.sources import SourceError, file_samples, is_live
 from monitor.systemd import Notifier
 from monitor.vlm import BadAnswer, Rejected, Unavailable, VlmClient
 
@@ -169,13 +169,14 @@ class StreamRunner:
         sc = self.config.scene_change
         gate = SceneGate(pixel_delta=sc.pixel_delta, min_changed_fraction=sc.min_changed_fraction,
                          max_reuse_seconds=sc.max_reuse_seconds) if sc.enabled else None
-        analyzer = FrameAnalyzer(self.client, self.cfg.targets, self.config.preprocess,
-                                 wait_for_model=None if live else self._wait_for_model,
-                                 model_ready=self.watch.ready.is_set if live else None, gate=gate)
-        reader: LiveReader | None = None
+        reader = self._start_live(url) if live else None
+        analyzer = FrameAnalyzer(
+            self.client, self.cfg.targets, self.config.preprocess,
+            wait_for_model=None if live else self._wait_for_model,
+            model_ready=self.watch.ready.is_set if live else None, gate=gate,
+            refresh=(lambda s: newest(reader, s)) if reader is not None else None)
         try:
-            if live:
-                reader = self._start_live(url)
+            if reader is not None:
                 source = live_samples(
                     reader, self.cfg.sample_interval_seconds, self.stopping,
                     on_skipped=lambda n: self.metrics.frames_dropped.labels(name, "stale").inc(n))
@@ -186,9 +187,9 @@ class StreamRunner:
                 self.metrics.stream_up.labels(name).set(1)
                 window = self.config.vlm.max_concurrency
             samples = 0
-            async for sample, result in ordered(source, analyzer, window):
+            async for _, result in ordered(source, analyzer, window):
                 samples += 1
-                self._handle(sample, result)
+                self._handle(result)
             self._log.info("stream stopped" if self.stopping.is_set() else "stream finished",
                            samples=samples)
         except SourceError as e:
@@ -255,8 +256,8 @@ class StreamRunner:
             return alert
         return replace(alert, fields={**alert.fields, "snapshot": name})
 
-    def _handle(self, sample: Sample, result: SampleResult) -> None:
-        name = self.cfg.name
+    def _handle(self, result: SampleResult) -> None:
+        name, sample = self.cfg.name, result.sample
         min_conf = self.config.detection.min_confidence
         self.metrics.frames_sampled.labels(name).inc()
         if result.reused:

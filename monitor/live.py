@@ -286,6 +286,15 @@ async def live_samples(reader: LiveReader, interval: float, stop: asyncio.Event,
         index += 1
 
 
+def newest(reader: LiveReader, sample: Sample) -> Sample:
+    """The sample with the reader's newest frame, if a newer one has arrived since it was taken."""
+    latest = reader.latest()
+    if latest is None or latest.taken <= sample.captured:
+        return sample
+    base = reader.connected_at or latest.taken
+    return Sample(sample.index, round(latest.taken - base, 3), latest.wall, latest.frame, latest.taken)
+
+
 class Availability:
     """Turns a stream's raw up/down flaps into stream_down / stream_up events. Pure.
 

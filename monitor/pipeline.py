@@ -63,6 +63,7 @@ class TargetResult:
 
 @dataclass(frozen=True, slots=True)
 class SampleResult:
+    sample: Sample  # what was analysed: a live stream's newest frame may replace the one queued
     prepared: Prepared | None
     targets: list[TargetResult]
     analysis: Analysis | None  # the model call (latency, tokens), when it answered
@@ -75,7 +76,8 @@ class FrameAnalyzer:
     def __init__(self, client: VlmClient, targets: Sequence[Target], pre: PreprocessConfig,
                  wait_for_model: Callable[[Unavailable, int], Awaitable[bool]] | None = None,
                  model_ready: Callable[[], bool] | None = None,
-                 gate: SceneGate | None = None) -> None:
+                 gate: SceneGate | None = None,
+                 refresh: Callable[[Sample], Sample] | None = None) -> None:
         self.client = client
         self.targets = list(targets)
         self.pre = pre
@@ -87,9 +89,17 @@ class FrameAnalyzer:
         # instead of spending a timeout per frame (the watch probes it meanwhile).
         self.model_ready = model_ready
         self.gate = gate
+        # Live streams: swap in the newest frame once a model slot is free (see VlmClient.slot).
+        self.refresh = refresh
         self._reference: asyncio.Future[SampleResult] | None = None  # the last analysed sample's
 
     async def __call__(self, sample: Sample) -> SampleResult:
+        if self.refresh is None:
+            return await self._gated(sample)
+        async with self.client.slot():
+            return await self._gated(self.refresh(sample))
+
+    async def _gated(self, sample: Sample) -> SampleResult:
         if self.gate is None:
             return await self._analyse(sample)
         # Decided before the first await, so in sample order even with several in flight.
@@ -97,7 +107,7 @@ class FrameAnalyzer:
         if self._reference is not None and self.gate.unchanged(thumb, sample.offset):
             reference = await asyncio.shield(self._reference)
             if reference.analysis is not None:
-                return replace(reference, reused=True)
+                return replace(reference, sample=sample, reused=True)
         self.gate.analysed(thumb, sample.offset)
         future: asyncio.Future[SampleResult] = asyncio.get_running_loop().create_future()
         self._reference = future
@@ -120,9 +130,10 @@ class FrameAnalyzer:
             jpeg_quality=pre.jpeg_quality)
         analysis, error = await self._ask(prepared)
         if analysis is None:
-            return SampleResult(prepared, [TargetResult(t, None, error) for t in self.targets], None)
+            return SampleResult(sample, prepared, [TargetResult(t, None, error) for t in self.targets],
+                                None)
         results = [TargetResult(t, v, None) for t, v in zip(self.targets, analysis.verdicts, strict=True)]
-        return SampleResult(prepared, results, analysis)
+        return SampleResult(sample, prepared, results, analysis)
 
     async def _ask(self, prepared: Prepared) -> tuple[Analysis | None, VlmError | None]:
         prompts = [t.prompt_text for t in self.targets]

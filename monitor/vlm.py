@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import contextvars
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -20,6 +22,8 @@ from openai.types.chat import ChatCompletionMessageParam
 from monitor.config import VlmConfig
 from monitor.metrics import Metrics
 from monitor.verdict import AnswerError, Verdict, build_prompt, parse_answers, response_format
+
+_holding_slot: contextvars.ContextVar[bool] = contextvars.ContextVar("vlm_holding_slot", default=False)
 
 
 class VlmError(Exception):
@@ -102,6 +106,20 @@ class VlmClient:
     async def close(self) -> None:
         await self._client.close()
 
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """Wait for a free request slot, then hold it for this task's next analyze() calls.
+
+        Live streams take their frame only once they hold a slot, so a frame never
+        waits in a queue growing old: the wait happens before the frame is chosen.
+        """
+        async with self._limit:
+            token = _holding_slot.set(True)
+            try:
+                yield
+            finally:
+                _holding_slot.reset(token)
+
     async def analyze(self, jpeg: bytes, targets: Sequence[str]) -> Analysis:
         """Ask, in one request, whether each target is in the image. VlmError when no verdicts."""
         image_url = "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
@@ -112,7 +130,9 @@ class VlmClient:
                 {"type": "image_url", "image_url": {"url": image_url}},
             ],
         }]
-        async with self._limit:
+        async with contextlib.AsyncExitStack() as stack:
+            if not _holding_slot.get():
+                await stack.enter_async_context(self._limit)
             self.metrics.vlm_inflight.inc()
             start = time.perf_counter()
             try:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import random
 import re
@@ -66,6 +67,8 @@ class FakeVLM:
         self.jitter: float = 0.0
         self.fail_rate: float = 0.0  # random, seeded
         self.fail_every: int = 0  # deterministic: every Nth request fails
+        self.capacity: int = 0  # requests served at once (the GPU); 0: no limit. Others queue.
+        self._gpu: asyncio.Semaphore | None = None
         self.mode = "json"
         self.error_shape = "nested"
         self.healthy = True
@@ -188,9 +191,12 @@ class FakeVLM:
         self.inflight += 1
         self.max_inflight = max(self.max_inflight, self.inflight)
         try:
+            if self.capacity and self._gpu is None:
+                self._gpu = asyncio.Semaphore(self.capacity)
             delay = self.latency + (self._rng.uniform(-self.jitter, self.jitter) if self.jitter else 0)
-            if delay > 0:
-                await asyncio.sleep(delay)
+            async with self._gpu or contextlib.nullcontext():
+                if delay > 0:
+                    await asyncio.sleep(delay)
             self.requests.append(Request(body["model"], targets[0], image.shape[1], image.shape[0],
                                          bool(answers[0]["present"]), structured, time.monotonic(),
                                          targets))
