@@ -52,7 +52,7 @@ async def tokens(fake: FakeVLM) -> tuple[int, int]:
     frame = scene(1920, 1080)
     draw_figure(frame, 1000)
     client = VlmClient(VlmConfig(base_url=fake.base_url), Metrics())
-    ok, full = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 100])
+    _, full = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 100])
     seed = await client.analyze(full.tobytes(), [RED])
     ours = await client.analyze(prepare(frame, max_pixels=644 * 364).jpeg, [RED])
     await client.close()
@@ -165,11 +165,13 @@ def overload(fake: FakeVLM, cameras: int, seconds: float, tmp: Path) -> tuple[li
         await task
 
     asyncio.run(run())
-    get = metrics.registry.get_sample_value
-    done = [int((get("vlm_monitor_frames_sampled_total", {"stream": f"cam{i:02d}"}) or 0)
-                - (get("vlm_monitor_frames_dropped_total", {"stream": f"cam{i:02d}", "reason": "model_unavailable"}) or 0)
-                - (get("vlm_monitor_frames_dropped_total", {"stream": f"cam{i:02d}", "reason": "model_error"}) or 0))
-            for i in range(cameras)]
+    def value(name: str, **labels: str) -> int:
+        return int(metrics.registry.get_sample_value(f"vlm_monitor_{name}", labels) or 0)
+
+    done = [value("frames_sampled_total", stream=s)
+            - value("frames_dropped_total", stream=s, reason="model_unavailable")
+            - value("frames_dropped_total", stream=s, reason="model_error")
+            for s in (f"cam{i:02d}" for i in range(cameras))]
     # p95 frame age from the histogram, interpolated inside its bucket as Prometheus does.
     buckets = [(float(s.labels["le"]), s.value) for m in metrics.registry.collect()
                if m.name == "vlm_monitor_frame_age_seconds" for s in m.samples if s.name.endswith("_bucket")]
