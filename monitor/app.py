@@ -170,8 +170,11 @@ class StreamRunner:
         gate = SceneGate(pixel_delta=sc.pixel_delta, min_changed_fraction=sc.min_changed_fraction,
                          max_reuse_seconds=sc.max_reuse_seconds) if sc.enabled else None
         reader = self._start_live(url) if live else None
+        pre = self.config.preprocess
+        if self.cfg.max_pixels is not None:
+            pre = pre.model_copy(update={"max_pixels": self.cfg.max_pixels})
         analyzer = FrameAnalyzer(
-            self.client, self.cfg.targets, self.config.preprocess,
+            self.client, self.cfg.targets, pre,
             wait_for_model=None if live else self._wait_for_model,
             model_ready=self.watch.ready.is_set if live else None, gate=gate,
             refresh=(lambda s: newest(reader, s)) if reader is not None else None)

@@ -80,6 +80,8 @@ class StreamConfig(_Model):
     url: SecretStr
     targets: list[Target] = Field(min_length=1)
     sample_interval_seconds: float = Field(1.0, gt=0, le=3600)
+    # This camera's pixel budget, if not preprocess.max_pixels (far targets need more).
+    max_pixels: int | None = Field(None, ge=28 * 28 * 4, le=12_845_056)
     # Files are read as fast as the model allows unless paced to real time.
     realtime: bool = False
     # Live streams only:

@@ -73,12 +73,14 @@ def test_inflight_requests_stay_within_max_concurrency(
         tmp_path: Path, clips: dict[str, Path], fake_vlm: FakeVLM, receiver: Receiver) -> None:
     fake_vlm.latency = 0.03
     streams = [{"name": f"cam{i}", "url": str(clips["red"]), "targets": [RED]} for i in range(3)]
+    streams[2]["max_pixels"] = 896 * 504  # a camera of its own size
     cfg = write_config(tmp_path / "c.yaml", fake_vlm.base_url, streams,
                        vlm={"base_url": fake_vlm.base_url, "max_concurrency": 2},
                        alerts=[{"type": "webhook", "url": receiver.url}])
     result = cli("run", "--config", str(cfg))
     assert result.returncode == 0, result.stderr
     assert fake_vlm.max_inflight == 2
+    assert {(r.width, r.height) for r in fake_vlm.requests} == {(644, 364), (896, 504)}
     assert sorted(r.json()["stream"] for r in receiver.received) == ["cam0", "cam1", "cam2"]
     assert {r.json()["first_seen_offset_seconds"] for r in receiver.received} == {5}
 
