@@ -39,6 +39,16 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# Stream and sink names become metric labels and log fields: keep them plain.
+Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+
+
+def _http_url(url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError("must be an http:// or https:// URL")
+
+
 class VlmConfig(_Model):
     base_url: str = DEFAULT_BASE_URL
     model: str = Field(DEFAULT_MODEL, min_length=1)
@@ -51,10 +61,8 @@ class VlmConfig(_Model):
 
     @field_validator("base_url")
     @classmethod
-    def _http_url(cls, v: str) -> str:
-        parts = urlsplit(v)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError("must be an http:// or https:// URL")
+    def _base_url(cls, v: str) -> str:
+        _http_url(v)
         return v.rstrip("/")
 
 
@@ -75,7 +83,7 @@ class Target(_Model):
 
 
 class StreamConfig(_Model):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    name: Name
     # Camera URLs carry passwords: kept secret, shown only through redact_url().
     url: SecretStr
     targets: list[Target] = Field(min_length=1)
@@ -141,13 +149,13 @@ class SceneChangeConfig(_Model):
 
 class LogSinkConfig(_Model):
     type: Literal["log"]
-    name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    name: Name | None = None
     events: list[EventName] = Field(default_factory=_default_events, min_length=1)
 
 
 class WebhookSinkConfig(_Model):
     type: Literal["webhook"]
-    name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    name: Name | None = None
     events: list[EventName] = Field(default_factory=_default_events, min_length=1)
     # Chat webhooks carry their token in the URL, so it is a secret too.
     url: SecretStr
@@ -161,10 +169,8 @@ class WebhookSinkConfig(_Model):
 
     @field_validator("url")
     @classmethod
-    def _http_url(cls, v: SecretStr) -> SecretStr:
-        parts = urlsplit(v.get_secret_value())
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError("must be an http:// or https:// URL")
+    def _url(cls, v: SecretStr) -> SecretStr:
+        _http_url(v.get_secret_value())
         return v
 
 

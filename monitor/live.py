@@ -327,7 +327,3 @@ class Availability:
             self._announced_down = True
             return "stream_down"
         return None
-
-    @property
-    def down_since(self) -> float | None:
-        return self._down_since

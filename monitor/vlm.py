@@ -85,11 +85,6 @@ def error_message(body: Any, fallback: str) -> str:
     return fallback
 
 
-def server_root(base_url: str) -> str:
-    """vLLM serves /health beside /v1, not under it."""
-    return base_url.removesuffix("/v1")
-
-
 class VlmClient:
     def __init__(self, cfg: VlmConfig, metrics: Metrics) -> None:
         self.cfg = cfg

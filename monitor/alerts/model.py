@@ -44,11 +44,6 @@ class Alert:
         return cls("stream_up" if up else "stream_down", stream,
                    {"at": iso_utc(at), "reason": reason})
 
-    @property
-    def target(self) -> str | None:
-        target = self.fields.get("target")
-        return target if isinstance(target, str) else None
-
     @classmethod
     def from_body(cls, body: bytes) -> Alert:
         """The alert as stored in the outbox (its body); body() gives the same bytes back."""

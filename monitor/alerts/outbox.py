@@ -12,7 +12,6 @@ Calls are synchronous and short; the dispatcher runs them in a worker thread.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 import time
@@ -145,8 +144,3 @@ class Outbox:
             rows = self._db.execute("SELECT state, COUNT(*) FROM deliveries GROUP BY state").fetchall()
         return {state: int(n) for state, n in rows}
 
-
-def payload_of(delivery: Delivery) -> dict[str, object]:
-    loaded = json.loads(delivery.body)
-    assert isinstance(loaded, dict)
-    return loaded
