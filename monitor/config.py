@@ -174,7 +174,26 @@ class WebhookSinkConfig(_Model):
         return v
 
 
-SinkConfig = Annotated[LogSinkConfig | WebhookSinkConfig, Field(discriminator="type")]
+def _all_events() -> list[EventName]:
+    return ["target_detected", "target_cleared", "stream_down", "stream_up"]
+
+
+class MqttSinkConfig(_Model):
+    type: Literal["mqtt"]
+    name: Name | None = None
+    host: str = Field(min_length=1)
+    port: int = Field(1883, ge=1, le=65535)
+    username: str | None = None
+    password: SecretStr | None = None
+    tls: bool = False
+    client_id: str = "vlm-monitor"
+    topic_prefix: str = Field("vlm-monitor", pattern=r"^[^#+]+$")
+    # target_cleared turns a target's state topic OFF, so it is on by default here.
+    events: list[EventName] = Field(default_factory=_all_events, min_length=1)
+    max_age_seconds: float = Field(86400.0, gt=0, le=30 * 86400)
+
+
+SinkConfig = Annotated[LogSinkConfig | WebhookSinkConfig | MqttSinkConfig, Field(discriminator="type")]
 
 
 def _log_only() -> list[SinkConfig]:

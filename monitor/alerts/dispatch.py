@@ -57,6 +57,7 @@ class Dispatcher:
         """Deliver until cancelled."""
         async with asyncio.TaskGroup() as tg:
             for sink in self.sinks:
+                tg.create_task(sink.run(), name=f"sink-{sink.name}-run")
                 tg.create_task(self._worker(sink), name=f"sink-{sink.name}")
 
     async def drain(self, grace: float) -> bool:

@@ -30,6 +30,8 @@ class Sink(Protocol):
     max_age_seconds: float  # retried until the alert is this old
     retry_max_delay: float  # the longest wait between two tries
 
+    async def run(self) -> None: ...  # whatever the sink keeps up (a connection), until cancelled
+
     async def deliver(self, alert: Alert) -> None: ...
 
     async def close(self) -> None: ...
@@ -47,6 +49,9 @@ class LogSink:
         payload = alert.payload()
         event = payload.pop("event")
         self._log.warning(event, alert_id=payload.pop("id"), **payload)
+
+    async def run(self) -> None:
+        pass
 
     async def close(self) -> None:
         pass
@@ -101,6 +106,9 @@ class WebhookSink:
             raise Retry(f"HTTP {status}")
         raise GiveUp(f"HTTP {status}")
 
+    async def run(self) -> None:
+        pass
+
     async def close(self) -> None:
         await self._client.aclose()
 
@@ -111,6 +119,10 @@ def make_sinks(configs: list[SinkConfig], names: list[str],
     for cfg, name in zip(configs, names, strict=True):
         if isinstance(cfg, LogSinkConfig):
             sinks.append(LogSink(name, cfg))
-        else:
+        elif isinstance(cfg, WebhookSinkConfig):
             sinks.append(WebhookSink(name, cfg, snapshots))
+        else:
+            from monitor.alerts.mqtt import MqttSink  # here: that module imports this one
+
+            sinks.append(MqttSink(name, cfg))
     return sinks
