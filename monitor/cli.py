@@ -44,10 +44,6 @@ def fail(message: str, code: int = EXIT_USAGE) -> int:
     return code
 
 
-def _load(path: str) -> Config:
-    return load_config(path)
-
-
 # --- run ---------------------------------------------------------------------
 
 async def _run_daemon(config: Config, path: str) -> int:
@@ -71,7 +67,7 @@ async def _run_daemon(config: Config, path: str) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    config = _load(args.config)
+    config = load_config(args.config)
     logs.configure(config.logging.level, config.logging.format, stream=sys.stdout)
     try:
         return asyncio.run(_run_daemon(config, args.config))
@@ -82,7 +78,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 # --- check-config --------------------------------------------------------------
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    config = _load(args.file)
+    config = load_config(args.file)
     streams = ", ".join(f"{s.name} ({s.display_url})" for s in config.streams)
     print(f"{args.file}: valid; {len(config.streams)} stream(s): {streams}; "
           f"model {config.vlm.model} at {config.vlm.base_url}")
@@ -149,7 +145,7 @@ async def _probe(cfg: VlmConfig) -> tuple[bool, str]:
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
-    config = _load(args.config)
+    config = load_config(args.config)
     ok, message = asyncio.run(_probe(config.vlm))
     if not ok:
         return fail(f"model server not usable: {message}")
