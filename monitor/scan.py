@@ -17,7 +17,7 @@ from monitor.config import DetectionConfig, PreprocessConfig, Target, VlmConfig
 from monitor.detector import Detector, Observation, Raised
 from monitor.metrics import Metrics
 from monitor.pipeline import FrameAnalyzer, SampleResult, ordered
-from monitor.sources import Sample, file_samples
+from monitor.sources import Sample, file_samples, is_live
 from monitor.vlm import Rejected, Unavailable, VlmClient
 
 EXIT_FOUND, EXIT_NOT_FOUND, EXIT_ERROR = 0, 1, 2
@@ -98,6 +98,8 @@ class Report:
 
 async def scan(video: str, target: Target, vlm: VlmConfig, detection: DetectionConfig,
                pre: PreprocessConfig, report: Report, interval: float = 1.0) -> ScanOutcome:
+    if is_live(video):
+        raise ScanError("scan reads recordings; to watch a live stream, put it in a config for `run`")
     client = VlmClient(vlm, Metrics())
     detector: Detector[Sample] = Detector(detection.consecutive_matches,
                                           detection.rearm_after_absent)

@@ -115,7 +115,7 @@ def test_broker_restarted_mid_run_gets_the_alert_after_it_returns(
         got = asyncio.run(collect(broker.port, 20))
     finally:
         daemon.terminate()
-        out, _ = daemon.communicate(timeout=30)
+        daemon.communicate(timeout=30)
         broker.stop()
     assert daemon.returncode == 0
     events = [json.loads(p) for p in got.get("vlm-monitor/door/events", [])]

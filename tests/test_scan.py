@@ -11,7 +11,7 @@ from tests.fakes.vllm import FakeVLM
 RED = "a person wearing a red shirt"
 
 
-def scan(clip: Path, fake_url: str, *extra: str) -> tuple[int, str, str]:
+def scan(clip: Path | str, fake_url: str, *extra: str) -> tuple[int, str, str]:
     result = cli("scan", str(clip), "--find", RED, "--base-url", fake_url, *extra)
     return result.returncode, result.stdout, result.stderr
 
@@ -93,6 +93,9 @@ def test_errors_exit_2_with_one_line(clips: dict[str, Path], fake_vlm: FakeVLM, 
     corrupt.write_bytes(clips["red"].read_bytes()[:3000])
     code, _, err = scan(corrupt, fake_vlm.base_url)
     assert code == 2 and "corrupt" in one_line_error(err)
+
+    code, _, err = scan("rtsp://admin:pw@127.0.0.1/live", fake_vlm.base_url)
+    assert code == 2 and "scan reads recordings" in one_line_error(err) and "pw" not in err
 
     code, _, err = scan(clips["red"], fake_vlm.base_url, "--interval", "0")
     assert code == 2 and "--interval" in one_line_error(err)
