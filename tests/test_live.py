@@ -195,25 +195,34 @@ async def test_f_a_frozen_stream_is_down_and_recovers(
     assert "no frame for 2 s" in events(receiver, "stream_down")[0]["reason"]
 
 
-async def test_model_server_down_for_a_while_no_false_alert_no_hammering_then_recovery(
+async def test_model_server_down_for_30_s_no_false_alert_no_hammering_then_recovery(
         rtsp: RtspServer, receiver: Receiver) -> None:
+    import httpx
 
     fake = await asyncio.to_thread(FakeVLM().start)
-    port = fake.port
+    port, http_port = fake.port, free_port()
+    listen = {"server": {"listen": f"127.0.0.1:{http_port}"}}
     try:
-        async with daemon(fake, receiver, [live(rtsp.url())], timeout_seconds=2) as metrics:
+        async with daemon(fake, receiver, [live(rtsp.url())], listen, timeout_seconds=2) as metrics, \
+                httpx.AsyncClient(timeout=5) as http:
+            readyz = f"http://127.0.0.1:{http_port}/readyz"
             await until(lambda: len(fake.requests) >= 1, 20, "a request")
+            assert (await http.get(readyz)).status_code == 200
             await asyncio.to_thread(fake.stop)
+            down_at = time.monotonic()
             await asyncio.to_thread(rtsp.send, "red")  # the target appears while the model is down
             await until(lambda: value(metrics, "vlm_up") == 0, 40, "the watch to see the server down")
             errors_then = value(metrics, "vlm_requests_total", outcome="connection_error")
-            await asyncio.sleep(8)
+            response = await http.get(readyz)
+            assert response.status_code == 503 and "cannot connect" in response.text
+            await asyncio.sleep(max(0.0, 30 - (time.monotonic() - down_at)))
             # The circuit is open: frames are dropped at once, not sent to a dead server each second.
             assert value(metrics, "vlm_requests_total", outcome="connection_error") - errors_then <= 1
-            assert value(metrics, "frames_dropped_total", stream="cam", reason="model_unavailable") >= 5
+            assert value(metrics, "frames_dropped_total", stream="cam", reason="model_unavailable") >= 20
             assert events(receiver, "target_detected") == []
             fake = await asyncio.to_thread(FakeVLM().start, port)
             await until(lambda: bool(events(receiver, "target_detected")), 60, "an alert after recovery")
+            assert (await http.get(readyz)).status_code == 200
     finally:
         fake.stop()
     assert len(events(receiver, "target_detected")) == 1
