@@ -8,8 +8,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-EVENTS = ("target_detected", "target_cleared", "stream_down", "stream_up")
-
 
 def iso_utc(t: datetime) -> str:
     """2026-11-25T14:03:05.120Z: milliseconds, UTC, 'Z'."""

@@ -13,7 +13,7 @@ import httpx
 from monitor import __version__, logs
 from monitor.alerts.model import Alert
 from monitor.alerts.snapshots import Snapshots
-from monitor.config import LogSinkConfig, SinkConfig, WebhookSinkConfig, redact_url
+from monitor.config import LogSinkConfig, SinkConfig, WebhookSinkConfig
 
 
 class Retry(Exception):
@@ -70,7 +70,6 @@ class WebhookSink:
         self.max_age_seconds = cfg.max_age_seconds
         self.retry_max_delay = cfg.retry_max_delay_seconds
         self._url = cfg.url.get_secret_value()
-        self.display_url = redact_url(self._url)
         self._secret = cfg.secret.get_secret_value().encode() if cfg.secret else None
         self._snapshots = snapshots if cfg.include_image else None
         self._client = httpx.AsyncClient(timeout=cfg.timeout_seconds, follow_redirects=False)
