@@ -35,7 +35,8 @@ from monitor.config import (
 from monitor.metrics import Metrics
 from monitor.preprocess import prepare
 from monitor.scan import EXIT_ERROR, Report, ScanError, exit_code, progress_stream, scan
-from monitor.sources import SourceError
+from monitor.sources.base import SourceError
+from monitor.urls import redact_url
 from monitor.vlm import VlmClient, VlmError
 
 
@@ -81,7 +82,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     config = load_config(args.file)
     streams = ", ".join(f"{s.name} ({s.display_url})" for s in config.streams)
     print(f"{args.file}: valid; {len(config.streams)} stream(s): {streams}; "
-          f"model {config.vlm.model} at {config.vlm.base_url}")
+          f"model {config.vlm.model} at {redact_url(config.vlm.base_url)}")
     return 0
 
 
@@ -137,7 +138,7 @@ async def _probe(cfg: VlmConfig) -> tuple[bool, str]:
             return False, str(e)
         took = time.perf_counter() - start
         sees = "sees" if analysis.verdicts[0].present else "does NOT see"
-        return True, (f"model {cfg.model} at {cfg.base_url} answered in {took:.2f} s "
+        return True, (f"model {cfg.model} at {redact_url(cfg.base_url)} answered in {took:.2f} s "
                       f"({analysis.prompt_tokens} prompt tokens, max_model_len "
                       f"{status.max_model_len or 'unknown'}); it {sees} the red test square")
     finally:

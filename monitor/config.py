@@ -24,6 +24,8 @@ from pydantic import (
     model_validator,
 )
 
+from monitor.urls import redact_url
+
 DEFAULT_MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
 # 644x364 (a 16:9 frame) = 299 image tokens for Qwen2.5-VL, against 2,691 for 1080p.
@@ -266,26 +268,6 @@ class Config(_Model):
         return names
 
 
-_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+://)(.*)$", re.S)
-
-
-def redact_url(url: str) -> str:
-    """The URL with any credentials replaced by *** and the query string hidden.
-
-    Done on the raw text, not with urlsplit: a password holding '#', '/' or ':'
-    makes the URL unparseable, and it must still not leak.
-    """
-    m = _SCHEME.match(url)
-    if m is None:  # a plain file path
-        return url
-    scheme, rest = m.groups()
-    if "@" in rest:
-        rest = "***@" + rest.rsplit("@", 1)[1]
-    if "?" in rest:
-        rest = rest.split("?", 1)[0] + "?…"
-    return scheme + rest
-
-
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 Path_ = tuple[str | int, ...]
@@ -298,18 +280,36 @@ def _format_path(path: Path_) -> str:
     return out or "(top level)"
 
 
+# Bounds on what a config document may be: aliases let a 1 KB file expand to
+# gigabytes ("billion laughs") or refer to themselves, and deep nesting runs the
+# parser out of stack. A real config is a few KB, a few hundred values, 8 deep.
+MAX_CONFIG_BYTES = 1_000_000
+MAX_CONFIG_VALUES = 100_000
+MAX_CONFIG_DEPTH = 32
+
+
 class _Located:
     """Values built from a YAML node tree, with the line of every key path."""
 
     def __init__(self, source: str) -> None:
         self.source = source
         self.lines: dict[Path_, int] = {}
+        self.values = 0
 
     def build(self, node: yaml.Node, path: Path_, loader: yaml.SafeLoader) -> Any:
         self.lines.setdefault(path, node.start_mark.line + 1)
+        self.values += 1
+        if self.values > MAX_CONFIG_VALUES:
+            raise self.error(path, f"the document expands to more than {MAX_CONFIG_VALUES:,} "
+                             "values (YAML aliases?)", node)
+        if len(path) > MAX_CONFIG_DEPTH:
+            raise self.error(path[:4], f"nested deeper than {MAX_CONFIG_DEPTH} levels "
+                             "(a recursive YAML alias?)", node)
         if isinstance(node, yaml.MappingNode):
             out: dict[Any, Any] = {}
             for key_node, value_node in node.value:
+                if not isinstance(key_node, yaml.ScalarNode):
+                    raise self.error(path, "mapping keys must be plain values", key_node)
                 key = loader.construct_object(key_node, deep=True)
                 if not isinstance(key, str | int | float | bool):
                     raise self.error(path, "mapping keys must be plain values", key_node)
@@ -386,6 +386,8 @@ def _data_path(data: Any, loc: tuple[int | str, ...]) -> Path_:
 
 def parse_config(text: str, source: str = "<config>", env: Mapping[str, str] | None = None) -> Config:
     env = os.environ if env is None else env
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{source}: the file is larger than {MAX_CONFIG_BYTES:,} bytes")
     loc = _Located(source)
     loader = yaml.SafeLoader(text)
     try:
@@ -393,6 +395,8 @@ def parse_config(text: str, source: str = "<config>", env: Mapping[str, str] | N
         if node is None:
             raise ConfigError(f"{source}: the file is empty")
         data = loc.build(node, (), loader)
+    except RecursionError:  # PyYAML composes nested collections recursively
+        raise ConfigError(f"{source}: invalid YAML: nested too deeply") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
@@ -425,7 +429,9 @@ def parse_config(text: str, source: str = "<config>", env: Mapping[str, str] | N
 def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        with p.open("rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)  # a huge file is refused without reading it all
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{p}: no such file") from None
     except (OSError, UnicodeDecodeError) as e:

@@ -17,7 +17,7 @@ from monitor.config import PreprocessConfig, Target
 from monitor.detector import Observation
 from monitor.preprocess import Prepared, prepare
 from monitor.scene import SceneGate, thumbnail
-from monitor.sources import Sample
+from monitor.sources.base import Sample
 from monitor.verdict import Verdict
 from monitor.vlm import Analysis, Unavailable, VlmClient, VlmError
 

@@ -17,7 +17,9 @@ from monitor.config import DetectionConfig, PreprocessConfig, Target, VlmConfig
 from monitor.detector import Detector, Observation, Raised
 from monitor.metrics import Metrics
 from monitor.pipeline import FrameAnalyzer, SampleResult, ordered
-from monitor.sources import Sample, file_samples, is_live
+from monitor.sources.base import Sample
+from monitor.sources.files import file_samples
+from monitor.urls import is_live
 from monitor.vlm import Rejected, Unavailable, VlmClient
 
 EXIT_FOUND, EXIT_NOT_FOUND, EXIT_ERROR = 0, 1, 2
@@ -37,6 +39,15 @@ class ScanOutcome:
 def _clock(seconds: float) -> str:
     s = int(seconds)
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
+def one_line(text: str) -> str:
+    """Model text made safe for a terminal: control characters (newlines, ANSI escapes) escaped.
+
+    The description is the model's, so it can hold anything, including a line
+    that looks like our own ``found:`` summary. Pure.
+    """
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
 
 
 class Report:
@@ -63,12 +74,12 @@ class Report:
                 "error": str(r.error) if r.error else None,
             }, ensure_ascii=False)
         elif verdict is None:
-            line = f"{_clock(sample.offset):>8}  ERROR       {r.error}"
+            line = f"{_clock(sample.offset):>8}  ERROR       {one_line(str(r.error))}"
         else:
             label = {Observation.MATCH: "MATCH", Observation.ABSENT: "no"}[obs]
             if obs is Observation.ABSENT and verdict.present:
                 label = "unsure"
-            line = f"{_clock(sample.offset):>8}  {label:<6} {verdict.confidence:>2}/10  {verdict.description}"
+            line = f"{_clock(sample.offset):>8}  {label:<6} {verdict.confidence:>2}/10  {one_line(verdict.description)}"
         print(line, file=self.out, flush=True)
         if self.progress:
             self.progress.write(f"scanning… {_clock(sample.offset)} analysed")

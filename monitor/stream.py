@@ -17,12 +17,14 @@ from monitor.alerts.snapshots import Snapshots
 from monitor.backoff import backoff_delay
 from monitor.config import Config, StreamConfig
 from monitor.detector import Cleared, Detector, Observation, Raised
-from monitor.live import Availability, LiveReader, live_samples, newest
 from monitor.metrics import Metrics
 from monitor.modelwatch import ModelWatch
 from monitor.pipeline import FrameAnalyzer, SampleResult, ordered
 from monitor.scene import SceneGate
-from monitor.sources import SourceError, file_samples, is_live
+from monitor.sources.base import SourceError
+from monitor.sources.files import file_samples
+from monitor.sources.live import Availability, LiveReader, live_samples, newest
+from monitor.urls import is_live
 from monitor.vlm import BadAnswer, Rejected, Unavailable, VlmClient
 
 

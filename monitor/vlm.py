@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import openai
-from openai.types.chat import ChatCompletionMessageParam
+from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
 
 from monitor.config import VlmConfig
 from monitor.metrics import Metrics
@@ -64,12 +64,29 @@ class ServerStatus:
         return self.reachable and self.serves_model
 
 
+# Something answers, but not vLLM (a proxy's error page, a login wall): it may pass,
+# so it is "unreachable", never the fatal "does not serve the model".
+NOT_VLLM = ServerStatus(False, False, "the server answered /v1/models with something "
+                        "that is not a model list (a proxy's error page?)")
+
+
 @dataclass(frozen=True, slots=True)
 class Analysis:
     verdicts: list[Verdict]  # one per target asked about, in order
     latency: float
     prompt_tokens: int
     completion_tokens: int
+
+
+# A verdict is a few hundred characters; max_tokens bounds what vLLM writes, this what we read.
+MAX_ANSWER_CHARS = 64_000
+
+
+def _what(response: object) -> str:
+    if isinstance(response, str):
+        text = response.lstrip()[:200].lower()
+        return "an HTML page" if text.startswith(("<!doctype html", "<html")) else "plain text"
+    return f"a {type(response).__name__}"
 
 
 def error_message(body: Any, fallback: str) -> str:
@@ -149,18 +166,24 @@ class VlmClient:
                 latency = time.perf_counter() - start
                 self.metrics.vlm_inflight.dec()
         self.metrics.vlm_duration.observe(latency)
-        usage = response.usage
-        prompt_tokens = usage.prompt_tokens if usage else 0
-        completion_tokens = usage.completion_tokens if usage else 0
-        self.metrics.vlm_tokens.labels("prompt").inc(prompt_tokens)
-        self.metrics.vlm_tokens.labels("completion").inc(completion_tokens)
         try:
+            # A proxy's error page comes back as a 200 with HTML: the client hands over a str.
+            if not isinstance(response, ChatCompletion):
+                raise AnswerError(f"the server answered with {_what(response)}, not a chat completion")
+            usage = response.usage
+            prompt_tokens = usage.prompt_tokens if usage else 0
+            completion_tokens = usage.completion_tokens if usage else 0
             if not response.choices:
                 raise AnswerError("no choices in the response")
-            verdicts = parse_answers(response.choices[0].message.content, len(targets))
-        except AnswerError as e:
+            content = response.choices[0].message.content
+            if content is not None and len(content) > MAX_ANSWER_CHARS:
+                raise AnswerError(f"the answer is {len(content)} characters long")
+            verdicts = parse_answers(content, len(targets))
+        except (AnswerError, AttributeError, TypeError, ValueError) as e:
             self.metrics.vlm_requests.labels("bad_answer").inc()
             raise BadAnswer(f"model answer not understood: {e}") from None
+        self.metrics.vlm_tokens.labels("prompt").inc(prompt_tokens)
+        self.metrics.vlm_tokens.labels("completion").inc(completion_tokens)
         self.metrics.vlm_requests.labels("ok").inc()
         return Analysis(verdicts, latency, prompt_tokens, completion_tokens)
 
@@ -170,9 +193,18 @@ class VlmClient:
             page = await self._client.with_options(max_retries=0, timeout=5.0).models.list()
         except openai.APIError as e:
             status = ServerStatus(False, False, str(_classify(e)))
+        except (AttributeError, TypeError, ValueError):
+            status = NOT_VLLM
+        except Exception as e:  # the watch must outlive whatever a server or proxy sends
+            status = ServerStatus(False, False, f"model server check failed ({type(e).__name__})")
         else:
-            served = {m.id: getattr(m, "max_model_len", None) for m in page.data}
-            if self.cfg.model in served:
+            try:
+                served = {str(m.id): getattr(m, "max_model_len", None) for m in page.data}
+            except (AttributeError, TypeError):
+                served = None
+            if served is None:
+                status = NOT_VLLM
+            elif self.cfg.model in served:
                 length = served[self.cfg.model]
                 status = ServerStatus(True, True, None,
                                       length if isinstance(length, int) else None)
@@ -194,6 +226,10 @@ def _classify(e: openai.APIError) -> VlmError:
             "cannot connect to the model server" + (f" ({detail})" if detail else ""),
             "connection_error")
     if isinstance(e, openai.APIStatusError):
+        if e.status_code in (401, 403):
+            # The server's own text may echo the key or a realm: say what it means instead.
+            return Rejected(f"model server refused the API key ({e.status_code}): "
+                            "check vlm.api_key")
         message = error_message(e.body, e.message)
         if e.status_code >= 500 or e.status_code in (408, 429):
             return Unavailable(f"model server error {e.status_code}: {message}", "server_error")

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from monitor.config import ConfigError, load_config, parse_config, redact_url
+from monitor.config import ConfigError, load_config, parse_config
+from monitor.urls import redact_url
 from tests.conftest import ROOT, cli
 
 MINIMAL = "streams:\n  - name: cam\n    url: clip.mp4\n    targets: [a red car]\n"
@@ -144,3 +145,36 @@ def test_systemd_credentials_fill_unset_variables(tmp_path: Path) -> None:
     # The environment wins over a credential of the same name.
     env = {"CREDENTIALS_DIRECTORY": str(tmp_path), "VLM_API_KEY": "from-env"}
     assert parse_config(text, "cfg.yaml", env).vlm.api_key.get_secret_value() == "from-env"
+
+
+LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{c}: &{c} [{', '.join(['*' + p] * 10)}]\n" for p, c in zip("abcdefgh", "bcdefghi", strict=True))
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    (LAUGHS + MINIMAL, "more than 100,000 values"),
+    ("a: &a [*a]\n" + MINIMAL, "nested deeper than 32 levels"),
+    ("a: " + "[" * 3000 + "]" * 3000 + "\n" + MINIMAL, "nested too deeply"),
+    ("a: " + "{b: " * 3000 + "1" + "}" * 3000 + "\n" + MINIMAL, "nested too deeply"),
+    ("? [a, b]\n: 1\n" + MINIMAL, "mapping keys must be plain values"),
+])
+def test_hostile_yaml_is_one_line_and_exit_2(tmp_path: Path, text: str, expected: str) -> None:
+    path = tmp_path / "hostile.yaml"
+    path.write_text(text)
+    # Before the bounds, the billion laughs took >5 GB and a minute; the others a RecursionError.
+    result = cli("check-config", str(path), timeout=30)
+    assert result.returncode == 2, result.stderr
+    assert expected in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr
+
+
+def test_a_huge_config_file_is_refused_unread(tmp_path: Path) -> None:
+    path = tmp_path / "huge.yaml"
+    path.write_text(MINIMAL + "# " + "x" * 2_000_000 + "\n")
+    assert "larger than 1,000,000 bytes" in error_of_file(path)
+
+
+def error_of_file(path: Path) -> str:
+    with pytest.raises(ConfigError) as e:
+        load_config(path, env={})
+    return str(e.value)

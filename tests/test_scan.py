@@ -64,6 +64,22 @@ def test_garbage_answers_never_match_and_never_claim_not_found(
     assert "could not be analysed" in err and "Traceback" not in err
 
 
+def test_an_html_page_from_a_proxy_is_an_error_not_a_crash(clips: dict[str, Path], fake_vlm: FakeVLM) -> None:
+    fake_vlm.mode = "html"
+    code, out, err = scan(clips["empty"], fake_vlm.base_url)
+    assert code == 2, err
+    assert "could not be analysed" in err and "Traceback" not in err and "internal error" not in err
+    assert "HTML page" in out
+
+
+def test_the_models_words_cannot_forge_a_summary_line(clips: dict[str, Path], fake_vlm: FakeVLM) -> None:
+    fake_vlm.description = "Nothing.\nfound: 'a person wearing a red shirt' first appears at 1 s\x1b[2K"
+    code, out, _ = scan(clips["empty"], fake_vlm.base_url)
+    assert code == 1
+    assert not any(line.startswith("found:") for line in out.splitlines())
+    assert "\x1b" not in out and "\\nfound:" in out  # shown escaped, on the sample's own line
+
+
 def test_flaky_server_still_gives_the_right_answer(clips: dict[str, Path], fake_vlm: FakeVLM) -> None:
     fake_vlm.fail_every = 3  # every third request answers 500; the client retries it
     code, out, _ = scan(clips["red"], fake_vlm.base_url, "--json", "--concurrency", "1")

@@ -5,7 +5,9 @@ from pathlib import Path
 import pytest
 
 from monitor.backoff import backoff_delay
-from monitor.sources import FileReader, MediaClock, SourceError, file_path, file_samples, is_live
+from monitor.sources.base import SourceError
+from monitor.sources.files import FileReader, MediaClock, file_samples
+from monitor.urls import file_path, is_live
 from tests.clips import make_clip
 
 

@@ -66,6 +66,28 @@ async def test_garbage_answers_are_errors_not_verdicts(fake_vlm: FakeVLM) -> Non
     assert sample(metrics, "vlm_monitor_vlm_requests_total", {"outcome": "bad_answer"}) == 1
 
 
+async def test_an_html_page_with_200_is_a_bad_answer_and_not_a_model_list(fake_vlm: FakeVLM) -> None:
+    fake_vlm.mode = "html"  # a proxy's error page, sent with status 200
+    client, metrics = client_for(fake_vlm)
+    with pytest.raises(BadAnswer, match="HTML page"):
+        await client.analyze(jpeg(True), [RED])
+    status = await client.check()
+    await client.close()
+    assert sample(metrics, "vlm_monitor_vlm_requests_total", {"outcome": "bad_answer"}) == 1
+    # Not usable, but not the fatal "wrong model" either: a proxy's page may go away.
+    assert not status.usable and not status.reachable
+    assert "not a model list" in (status.reason or "")
+
+
+async def test_a_refused_api_key_is_named_without_the_servers_text(fake_vlm: FakeVLM) -> None:
+    fake_vlm.api_key = "right"
+    client, _ = client_for(fake_vlm, api_key="wrong")
+    with pytest.raises(Rejected) as e:
+        await client.analyze(jpeg(True), [RED])
+    await client.close()
+    assert "401" in str(e.value) and "api_key" in str(e.value) and "Unauthorized" not in str(e.value)
+
+
 @pytest.mark.parametrize("shape", ["nested", "flat"])
 async def test_wrong_model_is_rejected_with_the_servers_message(fake_vlm: FakeVLM, shape: str) -> None:
     fake_vlm.error_shape = shape

@@ -7,7 +7,7 @@ from the image: "red" in the target means "is there a red region?", so a
 frame that was lost, mangled or stale on the way gives the wrong answer.
 
 Faults are injected by setting attributes: ``latency``, ``fail_rate``, ``fail_every``,
-``mode`` ("json", "text", "garbage"), ``error_shape`` ("nested", "flat"),
+``mode`` ("json", "text", "garbage", "html": a proxy's 200 error page, on every path), ``error_shape`` ("nested", "flat"),
 ``healthy``. It counts requests in flight and keeps a log of every request.
 """
 
@@ -70,6 +70,7 @@ class FakeVLM:
         self.capacity: int = 0  # requests served at once (the GPU); 0: no limit. Others queue.
         self._gpu: asyncio.Semaphore | None = None
         self.mode = "json"
+        self.description: str | None = None  # said of every frame instead of what is seen
         self.error_shape = "nested"
         self.healthy = True
         self.requests: list[Request] = []
@@ -132,10 +133,16 @@ class FakeVLM:
             body = {"error": {"message": message, "type": kind, "param": None, "code": status}}
         return web.json_response(body, status=status)
 
+    def _html(self) -> web.Response:
+        return web.Response(text="<!DOCTYPE html><html><body><h1>502 Bad Gateway</h1></body></html>",
+                            content_type="text/html")
+
     async def _health(self, request: web.Request) -> web.Response:
         return web.Response(status=200 if self.healthy else 503)
 
     async def _models(self, request: web.Request) -> web.Response:
+        if self.mode == "html":
+            return self._html()
         return web.json_response({"object": "list", "data": [{
             "id": self.model, "object": "model", "created": 0, "owned_by": "vllm",
             "root": self.model, "parent": None, "max_model_len": 32768}]})
@@ -186,6 +193,9 @@ class FakeVLM:
             else:
                 answers.append({"present": False, "confidence": 8,
                                 "description": "An empty scene; no such target."})
+        if self.description is not None:
+            for a in answers:
+                a["description"] = self.description
         structured = body.get("response_format", {}).get("type") == "json_schema"
 
         self.inflight += 1
@@ -208,6 +218,8 @@ class FakeVLM:
         finally:
             self.inflight -= 1
 
+        if self.mode == "html":
+            return self._html()
         if self.mode == "garbage":
             text = "I'm sorry, I can only describe cats. 🐈"
         elif len(targets) > 1:

@@ -25,14 +25,14 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
-from urllib.parse import unquote, urlsplit
 
 import cv2
 import numpy as np
 
 from monitor.backoff import backoff_delay
-from monitor.preprocess import Frame
-from monitor.sources import Sample, open_params
+from monitor.sources.base import Frame, Sample
+from monitor.sources.files import open_params
+from monitor.urls import DEFAULT_PORTS, split_url
 
 DecodeMode = Literal["auto", "keyframes", "all"]
 
@@ -49,7 +49,8 @@ def capture_options(url: str, transport: str, keyframes_only: bool) -> str:
     the transport is always written out.
     """
     options = []
-    if urlsplit(url).scheme.lower() in ("rtsp", "rtsps"):
+    parts = split_url(url)
+    if parts is not None and parts.scheme in ("rtsp", "rtsps"):
         options.append(f"rtsp_transport;{transport}")
     if keyframes_only:
         options.append("avdiscard;nonkey")
@@ -77,15 +78,13 @@ def diagnose(url: str, timeout_s: float = 5.0) -> str:
     OpenCV only says "not opened"; for RTSP one DESCRIBE tells a wrong path
     (404) from wrong credentials (401) from a dead host.
     """
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    try:
-        host, port = parts.hostname, parts.port
-    except ValueError:
-        return "the URL's port is not a number"
-    if not host:
+    parts = split_url(url)
+    if parts is None or not parts.host:
         return "the URL has no host"
-    port = port or {"rtsp": 554, "rtsps": 322, "http": 80, "https": 443}.get(scheme, 554)
+    if parts.port_error:
+        return "the URL's port is not a number"
+    host, scheme = parts.host, parts.scheme
+    port = parts.port or DEFAULT_PORTS.get(scheme, 554)
     try:
         sock = socket.create_connection((host, port), timeout=timeout_s)
     except TimeoutError:
@@ -98,7 +97,7 @@ def diagnose(url: str, timeout_s: float = 5.0) -> str:
         clean = f"rtsp://{host}:{port}{parts.path or '/'}" + (f"?{parts.query}" if parts.query else "")
         request = f"DESCRIBE {clean} RTSP/1.0\r\nCSeq: 1\r\nAccept: application/sdp\r\n"
         if parts.username is not None:
-            creds = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+            creds = f"{parts.username}:{parts.password or ''}"
             request += f"Authorization: Basic {base64.b64encode(creds.encode()).decode()}\r\n"
         try:
             sock.settimeout(timeout_s)
@@ -231,8 +230,8 @@ class LiveReader:
                             up, attempt, last_down = True, 0, None
                             self.report("up", "receiving frames")
                         if probe is not None and (mode := probe.add(now)) is not None:
-                            decided = True
                             gop = probe.keyframe_interval or 0.0
+                            decided, probe = True, None  # decided once: no more per-frame work
                             self.report("decode", f"{mode} (keyframe every {gop:.1f} s)")
                             if mode == "all":
                                 keyframes, switch = False, True
