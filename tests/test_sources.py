@@ -73,3 +73,60 @@ def test_missing_and_corrupt_files_give_clear_errors(tmp_path: Path) -> None:
         reader.next()
     with pytest.raises(SourceError, match="not a regular file"):
         FileReader(tmp_path, 1.0).open()
+
+
+CLOSE_DURING_DECODE = """
+import sys, threading, time
+from pathlib import Path
+from monitor.sources.files import FileReader
+reader = FileReader(Path(sys.argv[1]), 1000.0)  # one sample in 1000 s: next() decodes every frame
+reader.open()
+first = reader.next()
+inside = threading.Event()
+def read():
+    inside.set()
+    reader.next()
+t = threading.Thread(target=read)
+for _ in range(20):
+    t = threading.Thread(target=read)
+    t.start()
+    inside.wait()
+    time.sleep(0.01)
+    reader.close()  # from another thread, while next() is inside grab()
+    t.join()
+    reader = FileReader(Path(sys.argv[1]), 1000.0)
+    reader.open()
+    reader.next()
+    inside.clear()
+reader.close()
+print("survived")
+"""
+
+
+def test_closing_a_file_while_another_thread_decodes_it_does_not_crash(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    import cv2
+    import numpy as np
+
+    clip = tmp_path / "big.avi"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 30, (3840, 2160))
+    rng = np.random.default_rng(1)
+    frame = rng.integers(0, 255, (2160, 3840, 3), dtype=np.uint8)
+    for i in range(40):
+        writer.write(np.roll(frame, i * 16, axis=1))
+    writer.release()
+    result = subprocess.run([sys.executable, "-c", CLOSE_DURING_DECODE, str(clip)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, (result.returncode, result.stderr[-500:])  # -11 was SIGSEGV
+    assert "survived" in result.stdout
+
+
+def test_a_camera_password_holding_at_and_hash_never_reaches_the_diagnosis() -> None:
+    from monitor.sources.live import diagnose
+    from tests.conftest import free_port
+
+    port = free_port()  # nothing listens there
+    reason = diagnose(f"rtsp://u:p@ss#w/rd@127.0.0.1:{port}/stream", 1.0)
+    assert f"127.0.0.1:{port}" in reason and "ss" not in reason.replace("address", ""), reason
