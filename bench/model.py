@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 import yaml
 
-import monitor.stream
+import monitor.sources.live
 from monitor import logs
 from monitor.app import Daemon
 from monitor.config import PreprocessConfig, VlmConfig, parse_config
@@ -140,7 +140,7 @@ async def seed_overload(fake: FakeVLM, cameras: int, seconds: float) -> tuple[li
 def overload(fake: FakeVLM, cameras: int, seconds: float, tmp: Path) -> tuple[list[int], float, float, float]:
     """Ours: the daemon with live streams; returns analysed samples per camera, p95 frame age,
     RSS at a third of the run and at its end."""
-    monitor.stream.LiveReader = SyntheticCamera  # type: ignore[misc,assignment]
+    monitor.sources.live.LiveReader = SyntheticCamera  # type: ignore[misc,assignment]
     config = parse_config(yaml.safe_dump({
         "vlm": {"base_url": fake.base_url, "max_concurrency": 4},
         "streams": [{"name": f"cam{i:02d}", "url": f"rtsp://127.0.0.1/cam{i}", "targets": [RED]}

@@ -1,15 +1,19 @@
 """The daemon: streams → analysis → detectors → alerts, under one TaskGroup.
 
-Lifecycle (after uvicorn/hypercorn): ``run(shutdown)`` takes the event that
-ends it, so signals only set that event and tests pass their own. Shutdown
-stops sampling, gives in-flight analysis a grace period, then gives pending
-alert deliveries another, and returns the exit code.
+Lifecycle (after uvicorn's ``server.py`` and hypercorn's ``run.py``): ``run``
+is three steps, startup, main loop, shutdown, around one ``AsyncExitStack``
+that every part is entered on, so whatever path leaves ``run`` (a failed
+start, a signal, a crash) closes what was opened, in reverse order. It takes
+the event that ends it, so signals only set that event and tests pass their
+own. What the exit code is, and what a reload changes, are pure functions.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from pathlib import Path
 
 from monitor import __version__, logs
@@ -17,7 +21,7 @@ from monitor.alerts.dispatch import Dispatcher
 from monitor.alerts.outbox import Outbox
 from monitor.alerts.sinks import make_sinks
 from monitor.alerts.snapshots import Snapshots
-from monitor.config import Config, ConfigError, StreamConfig, load_config
+from monitor.config import Config, ConfigError, StreamSettings, load_config
 from monitor.http import HttpServer
 from monitor.metrics import Metrics
 from monitor.modelwatch import ModelWatch
@@ -29,15 +33,79 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 class DaemonError(Exception):
-    """The daemon cannot start or go on; one line for the user. ``code`` is the exit code."""
+    """The daemon cannot start or go on; one line for the user. ``code`` is the exit code:
+    2 for what the user must fix (config, model name), 1 for what may pass (a disk, a port)."""
 
     def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
         super().__init__(message)
         self.code = code
 
 
+# --- pure rules ------------------------------------------------------------------
+
 # Config sections a reload applies; the others need a restart.
 RELOADABLE = frozenset({"streams", "detection", "preprocess", "scene_change"})
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadPlan:
+    added: list[str]
+    removed: list[str]
+    restarted: list[str]  # their effective settings changed
+    fixed: list[str]  # changed sections that only a restart applies
+    config: Config  # what runs after the reload
+
+
+def plan_reload(old: Config, new: Config) -> ReloadPlan:
+    """What a reload from ``old`` to ``new`` does. Pure."""
+    fixed = [k for k in type(old).model_fields if k not in RELOADABLE
+             and getattr(old, k) != getattr(new, k)]
+    applied = old.model_copy(update={k: getattr(new, k) for k in RELOADABLE})
+    before, after = old.stream_settings(), applied.stream_settings()
+    return ReloadPlan(
+        added=[n for n in after if n not in before],
+        removed=[n for n in before if n not in after],
+        restarted=[n for n in before if n in after and before[n] != after[n]],
+        fixed=fixed, config=applied)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How a run ended, as far as the exit code cares."""
+
+    signalled: bool  # stopped by a signal, not because the files ended
+    fatal: str | None  # the model server can never be used (wrong model name)
+    failed_streams: list[str]
+    unusable: dict[str, str]  # stream -> last error, for streams the model could judge no sample of
+    undelivered: int
+    dead_letters: int
+
+
+def exit_code(o: Outcome) -> tuple[int, str | None]:
+    """The exit code, and the one line for stderr when it is an error. Pure.
+
+    Stopped by a signal, pending alerts are safe on disk: that is a clean stop.
+    Ended because the files ended, the job is done only once they are delivered,
+    and a run in which the model judged nothing is an unusable model server.
+    """
+    if o.fatal:
+        return EXIT_USAGE, f"model server: {o.fatal}"
+    if o.unusable and not o.signalled:
+        name, error = next(iter(o.unusable.items()))
+        return EXIT_USAGE, f"model server: no sample of stream {name!r} could be analysed ({error})"
+    if o.failed_streams:
+        return EXIT_FAILED, None
+    if not o.signalled and (o.undelivered or o.dead_letters):
+        return EXIT_FAILED, None
+    return EXIT_OK, None
+
+
+# --- the daemon ---------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class _Parts:
+    shared: Shared
+    tasks: asyncio.TaskGroup
 
 
 class Daemon:
@@ -59,79 +127,68 @@ class Daemon:
         self._reload_requested.set()
 
     async def run(self, shutdown: asyncio.Event) -> int:
+        async with AsyncExitStack() as stack:
+            parts = await self._startup(stack)
+            await self._main_loop(parts, shutdown)
+            outcome = await self._shutdown(parts, shutdown)
+        code, message = exit_code(outcome)
+        if message is not None:
+            raise DaemonError(message, code)
+        if code == EXIT_OK:
+            self._log.info("vlm-monitor stopped")
+        else:
+            self._log.error("vlm-monitor stopped with errors", failed_streams=outcome.failed_streams,
+                            undelivered_alerts=outcome.undelivered, dead_letters=outcome.dead_letters)
+        return code
+
+    async def _startup(self, stack: AsyncExitStack) -> _Parts:
         config = self.config
         client = VlmClient(config.vlm, self.metrics)
+        stack.push_async_callback(client.close)
         watch = ModelWatch(client)
         state_dir = config.resolved_state_dir()
         try:
             outbox = Outbox(state_dir / "outbox.sqlite3")
+            stack.callback(outbox.close)
             snap = config.snapshots
             snapshots = Snapshots(state_dir / "snapshots", max_count=snap.max_count,
                                   max_age_s=snap.max_age_days * 86400,
                                   max_bytes=int(snap.max_total_mb * 1e6)) if snap.enabled else None
+            dispatcher = Dispatcher(make_sinks(config.alerts, config.sink_names(), snapshots),
+                                    self.metrics, outbox, snapshots)
+            stack.push_async_callback(dispatcher.close)
+            await dispatcher.open()
         except (OSError, sqlite3.Error) as e:
-            await client.close()
+            # A disk that is full or read-only now may not be later: exit 1, so systemd retries.
             raise DaemonError(f"cannot use the state directory {state_dir}: "
-                              f"{getattr(e, 'strerror', None) or e}") from None
-        dispatcher = Dispatcher(make_sinks(config.alerts, config.sink_names(), snapshots),
-                                self.metrics, outbox)
-        shared = Shared(client, watch, dispatcher, self.metrics, snapshots)
+                              f"{getattr(e, 'strerror', None) or e}", EXIT_FAILED) from None
         self.http = HttpServer(config.server.host, config.server.port, self.metrics,
-                               readiness=lambda: watch.reason)
+                               readiness=lambda: watch.reason or dispatcher.problem)
         try:
             await self.http.start()
         except OSError as e:
-            await client.close()
-            await dispatcher.close()
             raise DaemonError(f"cannot listen on {config.server.listen}: "
                               f"{e.strerror or type(e).__name__}") from None
+        stack.push_async_callback(self.http.stop)
+        tasks = await stack.enter_async_context(asyncio.TaskGroup())
+        background = [tasks.create_task(watch.run(), name="model-watch"),
+                      tasks.create_task(dispatcher.run(), name="alerts"),
+                      tasks.create_task(self._watchdog(), name="watchdog")]
+        stack.callback(lambda: [t.cancel() for t in background])  # runs before the group is left
+        parts = _Parts(Shared(client, watch, dispatcher, self.metrics), tasks)
+        for settings in config.stream_settings().values():
+            self._start_stream(parts, settings)
         self._log.info("vlm-monitor started", version=__version__,
                        listen=f"{config.server.host}:{self.http.port}",
                        streams=len(config.streams), model=config.vlm.model)
         self.started.set()
         self.notifier.notify("READY=1", f"STATUS=watching {len(config.streams)} stream(s)")
-        grace = config.shutdown_grace_seconds
-        try:
-            async with asyncio.TaskGroup() as tg:
-                background = [tg.create_task(watch.run(), name="model-watch"),
-                              tg.create_task(dispatcher.run(), name="alerts"),
-                              tg.create_task(self._watchdog(), name="watchdog")]
-                for stream in config.streams:
-                    self._start_stream(tg, stream, config, shared)
-                await self._main_loop(tg, shared, shutdown)
-                self.notifier.notify("STOPPING=1")
-                if any(r.task and not r.task.done() for r in self._streams.values()):
-                    self._log.info("stopping", reason=watch.fatal or "signal")
-                    await self._stop_streams(list(self._streams), grace)
-                delivered = await dispatcher.drain(grace)
-                for t in background:
-                    t.cancel()
-            pending = dispatcher.pending()
-        finally:
-            await self.http.stop()
-            await client.close()
-            await dispatcher.close()
-            outbox.close()
-        if watch.fatal:
-            raise DaemonError(f"model server: {watch.fatal}")
-        if not delivered:
-            self._log.warning("alerts still pending are kept in the outbox for the next start",
-                              count=pending, outbox=str(outbox.path))
-        failed = [name for name, r in self._streams.items() if r.failed]
-        # Stopped by a signal, pending alerts are safe on disk: that is a clean stop.
-        # Ended because the files ended, the job is only done once they are delivered.
-        finite_run = not shutdown.is_set()
-        if failed or (finite_run and (not delivered or dispatcher.dead_letters)):
-            self._log.error("vlm-monitor stopped with errors", failed_streams=failed,
-                            undelivered_alerts=pending, dead_letters=dispatcher.dead_letters)
-            return EXIT_FAILED
-        self._log.info("vlm-monitor stopped")
-        return EXIT_OK
+        return parts
 
-    async def _main_loop(self, tg: asyncio.TaskGroup, shared: Shared, shutdown: asyncio.Event) -> None:
+    async def _main_loop(self, parts: _Parts, shutdown: asyncio.Event) -> None:
         """Until a signal, a fatal model error, or every stream has ended; reloads on request."""
         stop_signals = [asyncio.create_task(shutdown.wait()),
-                        asyncio.create_task(shared.watch.fatal_event.wait())]
+                        asyncio.create_task(parts.shared.watch.fatal_event.wait())]
         try:
             while True:
                 active = [r.task for r in self._streams.values() if r.task and not r.task.done()]
@@ -144,16 +201,52 @@ class Daemon:
                     return
                 if self._reload_requested.is_set():
                     self._reload_requested.clear()
-                    await self._reload(tg, shared)
+                    await self._reload(parts)
         finally:
             for t in stop_signals:
                 t.cancel()
 
-    def _start_stream(self, tg: asyncio.TaskGroup, cfg: StreamConfig, config: Config,
-                      shared: Shared) -> None:
-        runner = StreamRunner(cfg, config, shared)
-        runner.task = tg.create_task(runner.run(), name=f"stream-{cfg.name}")
-        self._streams[cfg.name] = runner
+    async def _shutdown(self, parts: _Parts, shutdown: asyncio.Event) -> Outcome:
+        self.notifier.notify("STOPPING=1")
+        watch, dispatcher = parts.shared.watch, parts.shared.dispatcher
+        grace = self.config.shutdown_grace_seconds
+        if any(r.task and not r.task.done() for r in self._streams.values()):
+            self._log.info("stopping", reason=watch.fatal or "signal")
+            await self._stop_streams(list(self._streams), grace)
+        if shutdown.is_set() or watch.fatal:
+            delivered = await dispatcher.drain(grace)
+        else:
+            delivered = await self._deliver_or_signal(dispatcher, shutdown, grace)
+        undelivered = await dispatcher.undelivered()
+        if not delivered:
+            self._log.warning("alerts still pending are kept in the outbox for the next start",
+                              count=undelivered, outbox=str(dispatcher.outbox.path))
+        runners = self._streams.values()
+        return Outcome(
+            signalled=shutdown.is_set(), fatal=watch.fatal,
+            failed_streams=[r.cfg.name for r in runners if r.failed],
+            unusable={r.cfg.name: r.tally.last_error for r in runners if r.tally.model_unusable},
+            undelivered=undelivered, dead_letters=dispatcher.dead_letters)
+
+    async def _deliver_or_signal(self, dispatcher: Dispatcher, shutdown: asyncio.Event,
+                                 grace: float) -> bool:
+        """The files are done: deliver their alerts, however long the sinks retry (each gives
+        up at its max_age_seconds), unless a signal comes; then only ``grace`` more."""
+        drained = asyncio.create_task(dispatcher.drain(None))
+        signal = asyncio.create_task(shutdown.wait())
+        await asyncio.wait([drained, signal], return_when=asyncio.FIRST_COMPLETED)
+        signal.cancel()
+        if drained.done():
+            return drained.result()
+        drained.cancel()
+        self._log.info("signal while delivering; giving pending alerts the grace period",
+                       grace_seconds=grace)
+        return await dispatcher.drain(grace)
+
+    def _start_stream(self, parts: _Parts, settings: StreamSettings) -> None:
+        runner = StreamRunner(settings, parts.shared)
+        runner.task = parts.tasks.create_task(runner.run(), name=f"stream-{settings.stream.name}")
+        self._streams[settings.stream.name] = runner
 
     async def _stop_streams(self, names: list[str], grace: float) -> None:
         """Stop sampling, give in-flight analysis ``grace`` seconds, then cancel it."""
@@ -162,42 +255,40 @@ class Daemon:
             r.stopping.set()
         tasks = [r.task for r in runners if r.task is not None and not r.task.done()]
         if tasks:
-            _, late = await asyncio.wait(tasks, timeout=grace)
+            _, late = await asyncio.wait(tasks, timeout=grace) if grace > 0 else (set(), set(tasks))
             for t in late:
                 t.cancel()
             await asyncio.gather(*late, return_exceptions=True)
 
-    async def _reload(self, tg: asyncio.TaskGroup, shared: Shared) -> None:
+    async def _reload(self, parts: _Parts) -> None:
         """Apply a new config's streams; a config that does not load changes nothing."""
         try:
             if self.config_path is None:
                 raise ConfigError("no config file to reload from")
             new = await asyncio.to_thread(load_config, self.config_path)
-        except ConfigError as e:
-            self._log.error("reload rejected; the running config stays", error=str(e))
+        except Exception as e:  # whatever the new file is, the running config stays
+            error = str(e) if isinstance(e, ConfigError) else f"{type(e).__name__}: {e}"
+            self._log.error("reload rejected; the running config stays", error=error)
             self.reloaded.set()
             return
         old = self.config
-        fixed = [k for k in type(old).model_fields if k not in RELOADABLE
-                 and getattr(old, k) != getattr(new, k)]
-        if fixed:
-            self._log.warning("these config sections change only on restart", sections=fixed)
-        applied = old.model_copy(update={k: getattr(new, k) for k in RELOADABLE})
-        everything = any(getattr(old, k) != getattr(new, k) for k in RELOADABLE - {"streams"})
-        old_streams = {s.name: s for s in old.streams}
-        new_streams = {s.name: s for s in new.streams}
-        removed = [n for n in old_streams if n not in new_streams]
-        changed = [n for n in old_streams if n in new_streams
-                   and (everything or old_streams[n] != new_streams[n])]
-        added = [n for n in new_streams if n not in old_streams]
-        await self._stop_streams(removed + changed, old.shutdown_grace_seconds)
-        for name in removed:
+        plan = plan_reload(old, new)
+        if plan.fixed:
+            self._log.warning("these config sections change only on restart", sections=plan.fixed)
+        await self._stop_streams(plan.removed + plan.restarted, old.shutdown_grace_seconds)
+        before = old.stream_settings()
+        for name in plan.removed + plan.restarted:
             del self._streams[name]
-            self.metrics.forget_stream(name, [t.name for t in old_streams[name].targets])
-        for name in changed + added:
-            self._start_stream(tg, new_streams[name], applied, shared)
-        self.config = applied
-        self._log.info("config reloaded", added=added, removed=removed, restarted=changed)
+            kept = {t.name for t in new.stream_settings()[name].stream.targets} if name in plan.restarted \
+                else set()
+            self.metrics.forget_stream(name, [t.name for t in before[name].stream.targets
+                                              if t.name not in kept], whole=name in plan.removed)
+        after = plan.config.stream_settings()
+        for name in plan.restarted + plan.added:
+            self._start_stream(parts, after[name])
+        self.config = plan.config
+        self._log.info("config reloaded", added=plan.added, removed=plan.removed,
+                       restarted=plan.restarted)
         self.reloaded.set()
 
     async def _watchdog(self) -> None:
@@ -208,3 +299,5 @@ class Daemon:
         while True:
             self.notifier.notify("WATCHDOG=1")
             await asyncio.sleep(interval)
+
+

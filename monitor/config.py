@@ -6,6 +6,7 @@ password containing ``: `` or ``#`` cannot change the document's structure.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from collections.abc import Mapping
@@ -149,23 +150,32 @@ class SceneChangeConfig(_Model):
     max_reuse_seconds: float = Field(30.0, ge=0, le=3600)
 
 
-class LogSinkConfig(_Model):
+def _all_events() -> list[EventName]:
+    return ["target_detected", "target_cleared", "stream_down", "stream_up"]
+
+
+class SinkBase(_Model):
+    """What every sink has: its identity, the events it wants, and how long it retries."""
+
+    # Pending deliveries are kept under the sink's identity: its name, else one
+    # derived from where it delivers (see Config.sink_names), never its position.
+    name: Name | None = None
+    events: list[EventName] = Field(default_factory=_default_events, min_length=1)
+    # Failed deliveries are retried with backoff until the alert is this old.
+    max_age_seconds: float = Field(86400.0, gt=0, le=30 * 86400)
+    retry_max_delay_seconds: float = Field(300.0, ge=1, le=3600)
+
+
+class LogSinkConfig(SinkBase):
     type: Literal["log"]
-    name: Name | None = None
-    events: list[EventName] = Field(default_factory=_default_events, min_length=1)
 
 
-class WebhookSinkConfig(_Model):
+class WebhookSinkConfig(SinkBase):
     type: Literal["webhook"]
-    name: Name | None = None
-    events: list[EventName] = Field(default_factory=_default_events, min_length=1)
     # Chat webhooks carry their token in the URL, so it is a secret too.
     url: SecretStr
     secret: SecretStr | None = None
     timeout_seconds: float = Field(10.0, gt=0, le=300)
-    # Failed deliveries are retried (backoff up to 5 min) until the alert is this old.
-    max_age_seconds: float = Field(86400.0, gt=0, le=30 * 86400)
-    retry_max_delay_seconds: float = Field(300.0, ge=1, le=3600)
     # Put the snapshot in the payload (base64), for receivers that cannot reach this host.
     include_image: bool = False
 
@@ -176,13 +186,8 @@ class WebhookSinkConfig(_Model):
         return v
 
 
-def _all_events() -> list[EventName]:
-    return ["target_detected", "target_cleared", "stream_down", "stream_up"]
-
-
-class MqttSinkConfig(_Model):
+class MqttSinkConfig(SinkBase):
     type: Literal["mqtt"]
-    name: Name | None = None
     host: str = Field(min_length=1)
     port: int = Field(1883, ge=1, le=65535)
     username: str | None = None
@@ -192,7 +197,7 @@ class MqttSinkConfig(_Model):
     topic_prefix: str = Field("vlm-monitor", pattern=r"^[^#+]+$")
     # target_cleared turns a target's state topic OFF, so it is on by default here.
     events: list[EventName] = Field(default_factory=_all_events, min_length=1)
-    max_age_seconds: float = Field(86400.0, gt=0, le=30 * 86400)
+    retry_max_delay_seconds: float = Field(30.0, ge=1, le=3600)
 
 
 SinkConfig = Annotated[LogSinkConfig | WebhookSinkConfig | MqttSinkConfig, Field(discriminator="type")]
@@ -234,6 +239,16 @@ class LoggingConfig(_Model):
     format: Literal["auto", "json", "console"] = "auto"
 
 
+class StreamSettings(_Model):
+    """Everything one stream runs by (see Config.stream_settings)."""
+
+    stream: StreamConfig
+    detection: DetectionConfig
+    preprocess: PreprocessConfig  # with the stream's own pixel budget
+    scene_change: SceneChangeConfig
+    window: int  # samples of a recording analysed at once
+
+
 class Config(_Model):
     vlm: VlmConfig = VlmConfig()
     streams: list[StreamConfig] = Field(min_length=1)
@@ -248,6 +263,21 @@ class Config(_Model):
     # On SIGTERM: how long in-flight analysis, then alert delivery, may each take.
     shutdown_grace_seconds: float = Field(10.0, ge=0, le=600)
 
+    def stream_settings(self) -> dict[str, StreamSettings]:
+        """Each stream's effective settings, global sections resolved into them.
+
+        A reload restarts exactly the streams whose settings here changed.
+        """
+        out = {}
+        for s in self.streams:
+            pre = self.preprocess
+            if s.max_pixels is not None:
+                pre = pre.model_copy(update={"max_pixels": s.max_pixels})
+            out[s.name] = StreamSettings(stream=s, detection=self.detection, preprocess=pre,
+                                         scene_change=self.scene_change,
+                                         window=self.vlm.max_concurrency)
+        return out
+
     def resolved_state_dir(self, env: Mapping[str, str] = os.environ) -> Path:
         if self.state_dir is not None:
             return self.state_dir
@@ -257,15 +287,31 @@ class Config(_Model):
         return Path.home() / ".local" / "state" / "vlm-monitor"
 
     def sink_names(self) -> list[str]:
-        """Metric label and log name of each sink: its name, else its type (numbered if repeated)."""
+        """Each sink's identity: its name, else its type and a digest of where it delivers.
+
+        Pending deliveries are stored under this identity, so it must not follow the
+        sink's position in the list: a webhook inserted before another would get the
+        other's pending alerts. The digest keeps the URL's token out of labels and logs.
+        """
         names: list[str] = []
         for sink in self.alerts:
-            base = sink.name or sink.type
+            if sink.name:
+                base = sink.name
+            elif isinstance(sink, WebhookSinkConfig):
+                base = f"webhook-{_digest(sink.url.get_secret_value())}"
+            elif isinstance(sink, MqttSinkConfig):
+                base = f"mqtt-{_digest(f'{sink.host}:{sink.port}/{sink.topic_prefix}')}"
+            else:
+                base = sink.type
             name, n = base, 2
-            while name in names:
+            while name in names:  # the same destination twice: told apart by order
                 name, n = f"{base}-{n}", n + 1
             names.append(name)
         return names
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")

@@ -74,6 +74,16 @@ class Metrics:
         self.alert_deliveries = Counter(
             f"{PREFIX}_alert_deliveries_total", "Alert delivery attempts by sink and outcome",
             ["sink", "outcome"], registry=r)
+        self.alerts_unstored = Gauge(
+            f"{PREFIX}_alerts_unstored",
+            "Alerts raised but not yet written to the outbox (its disk failed); held and retried",
+            registry=r)
+        self.alert_store_failures = Counter(
+            f"{PREFIX}_alert_store_failures_total",
+            "Alerts that could not be written to the outbox when raised", registry=r)
+        self.alerts_lost = Counter(
+            f"{PREFIX}_alerts_lost_total",
+            "Alerts never written to the outbox: too many held, or held at exit", registry=r)
         self.alerts_pending = Gauge(
             f"{PREFIX}_alerts_pending", "Alert deliveries not yet done, by sink", ["sink"],
             registry=r)
@@ -94,13 +104,16 @@ class Metrics:
             self.matches.labels(stream, target)
             self.alerts.labels(stream, target)
 
-    def forget_stream(self, stream: str, targets: list[str]) -> None:
-        """Drop a removed stream's series, so dashboards do not show it frozen forever."""
+    def forget_stream(self, stream: str, targets: list[str], *, whole: bool = True) -> None:
+        """Drop the series of these targets of a stream (and, ``whole``, of the stream itself),
+        so that dashboards do not show what a reload removed frozen forever."""
         series: list[tuple[Any, tuple[str, ...]]] = [
-            (m, (stream,)) for m in (self.frames_sampled, self.stream_up, self.stream_reconnects,
-                                     self.frame_age, self.verdicts_reused)]
-        series += [(self.frames_dropped, (stream, r)) for r in DROP_REASONS]
-        series += [(m, (stream, t)) for m in (self.matches, self.alerts) for t in targets]
+            (m, (stream, t)) for m in (self.matches, self.alerts) for t in targets]
+        if whole:
+            series += [(m, (stream,)) for m in (self.frames_sampled, self.stream_up,
+                                                self.stream_reconnects, self.frame_age,
+                                                self.verdicts_reused)]
+            series += [(self.frames_dropped, (stream, r)) for r in DROP_REASONS]
         for metric, values in series:
             with contextlib.suppress(KeyError):
                 metric.remove(*values)

@@ -11,10 +11,11 @@ import asyncio
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from monitor.config import PreprocessConfig, Target
 from monitor.detector import Observation
+from monitor.modelwatch import ModelPolicy, ReportErrors
 from monitor.preprocess import Prepared, prepare
 from monitor.scene import SceneGate, thumbnail
 from monitor.sources.base import Sample
@@ -29,24 +30,45 @@ async def ordered(source: AsyncIterator[T], fn: Callable[[T], Awaitable[R]],
                   window: int) -> AsyncIterator[tuple[T, R]]:
     """Map ``fn`` over ``source`` with up to ``window`` calls at once; yield in source order.
 
-    The source is not read further while the window is full, so nothing queues
-    without bound; the oldest call is awaited first.
+    Each result is handed on as soon as it and every result before it are done,
+    not when the window fills: a recording paced to real time would otherwise
+    alert ``window - 1`` samples late. The source is not read further while the
+    window is full, so nothing queues without bound.
     """
     pending: deque[tuple[T, asyncio.Task[R]]] = deque()
+    items = aiter(source)
+    upcoming: asyncio.Task[T] | None = None
+    exhausted = False
     try:
-        async for item in source:
-            pending.append((item, asyncio.create_task(fn(item))))  # type: ignore[arg-type]
-            if len(pending) >= window:
+        while True:
+            while pending and pending[0][1].done():
                 head, task = pending.popleft()
-                yield head, await task
-        while pending:
-            head, task = pending.popleft()
-            yield head, await task
+                yield head, task.result()
+            if exhausted and not pending:
+                return
+            if upcoming is None and not exhausted and len(pending) < window:
+                upcoming = asyncio.ensure_future(anext(items))
+            waits = [t for t in (upcoming, pending[0][1] if pending else None) if t is not None]
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            if upcoming is not None and upcoming.done():
+                try:
+                    item = upcoming.result()
+                except StopAsyncIteration:
+                    exhausted = True
+                else:
+                    pending.append((item, asyncio.create_task(fn(item))))  # type: ignore[arg-type]
+                upcoming = None
     finally:
-        for _, task in pending:
-            task.cancel()
-        if pending:
-            await asyncio.gather(*(t for _, t in pending), return_exceptions=True)
+        left: list[asyncio.Future[Any]] = [t for _, t in pending]
+        if upcoming is not None:
+            left.append(upcoming)
+        for future in left:
+            future.cancel()
+        if left:
+            await asyncio.gather(*left, return_exceptions=True)
+        aclose = getattr(items, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,20 +96,12 @@ class FrameAnalyzer:
     """Preprocesses a sample in a worker thread and asks the model about all its targets at once."""
 
     def __init__(self, client: VlmClient, targets: Sequence[Target], pre: PreprocessConfig,
-                 wait_for_model: Callable[[Unavailable, int], Awaitable[bool]] | None = None,
-                 model_ready: Callable[[], bool] | None = None,
-                 gate: SceneGate | None = None,
+                 policy: ModelPolicy | None = None, gate: SceneGate | None = None,
                  refresh: Callable[[Sample], Sample] | None = None) -> None:
         self.client = client
         self.targets = list(targets)
         self.pre = pre
-        # Given, an unavailable server is waited for and the frame asked about again
-        # (files: no frame is stale). It is given the error and the attempt number,
-        # and returns False when waiting should stop.
-        self.wait_for_model = wait_for_model
-        # A circuit breaker: while this says the server is down, fail at once
-        # instead of spending a timeout per frame (the watch probes it meanwhile).
-        self.model_ready = model_ready
+        self.policy: ModelPolicy = policy or ReportErrors()  # what to do while the server is down
         self.gate = gate
         # Live streams: swap in the newest frame once a model slot is free (see VlmClient.slot).
         self.refresh = refresh
@@ -139,12 +153,12 @@ class FrameAnalyzer:
         prompts = [t.prompt_text for t in self.targets]
         attempt = 0
         while True:
-            if self.model_ready is not None and not self.model_ready():
+            if not self.policy.available():
                 return None, Unavailable("model server unavailable", "circuit_open")
             try:
                 return await self.client.analyze(prepared.jpeg, prompts), None
             except Unavailable as e:
-                if self.wait_for_model is not None and await self.wait_for_model(e, attempt):
+                if await self.policy.wait(e, attempt):
                     attempt += 1
                     continue
                 return None, e

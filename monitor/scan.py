@@ -79,7 +79,8 @@ class Report:
             label = {Observation.MATCH: "MATCH", Observation.ABSENT: "no"}[obs]
             if obs is Observation.ABSENT and verdict.present:
                 label = "unsure"
-            line = f"{_clock(sample.offset):>8}  {label:<6} {verdict.confidence:>2}/10  {one_line(verdict.description)}"
+            line = (f"{_clock(sample.offset):>8}  {label:<6} {verdict.confidence:>2}/10  "
+                    f"{one_line(verdict.description)}")
         print(line, file=self.out, flush=True)
         if self.progress:
             self.progress.write(f"scanning… {_clock(sample.offset)} analysed")

@@ -248,14 +248,16 @@ def test_server_errors_on_a_fifth_of_requests_still_give_the_right_alert(
     assert [r.json()["first_seen_offset_seconds"] for r in receiver.received] == [5]
 
 
-def test_garbage_answers_never_alert(
+def test_garbage_answers_never_alert_and_a_run_that_judged_nothing_exits_2(
         tmp_path: Path, clips: dict[str, Path], fake_vlm: FakeVLM, receiver: Receiver) -> None:
     fake_vlm.mode = "garbage"
     cfg = write_config(tmp_path / "c.yaml", fake_vlm.base_url,
                        [{"name": "a", "url": str(clips["red"]), "targets": [RED]}],
                        alerts=[{"type": "webhook", "url": receiver.url}])
     result = cli("run", "--config", str(cfg))
-    assert result.returncode == 0, result.stderr
+    # Not one sample was judged: that is an unusable model server (as scan says), not "done".
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and "no sample of stream 'a' could be analysed" in result.stderr
     assert receiver.attempts == 0
     not_analysed = [line for line in json_lines(result.stdout) if line["event"] == "sample not analysed"]
     assert len(not_analysed) == 20 and all(line["stream"] == "a" for line in not_analysed)
@@ -278,3 +280,14 @@ def test_episodes_and_cooldown(tmp_path: Path, fake_vlm: FakeVLM, receiver: Rece
     result = cli("run", "--config", str(cooled))
     assert result.returncode == 0, result.stderr
     assert [r.json()["first_seen_offset_seconds"] for r in receiver.received] == [2]
+
+
+def test_a_model_server_refusing_every_request_is_exit_2_not_0(
+        tmp_path: Path, clips: dict[str, Path], fake_vlm: FakeVLM) -> None:
+    fake_vlm.api_key = "the-right-key"  # /v1/models answers; every chat completion is a 401
+    cfg = write_config(tmp_path / "c.yaml", fake_vlm.base_url,
+                       [{"name": "a", "url": str(clips["empty"]), "targets": [RED]}])
+    result = cli("run", "--config", str(cfg))
+    assert result.returncode == 2, result.stderr
+    assert "refused the API key (401)" in result.stderr and "Unauthorized" not in result.stderr
+    assert "the-right-key" not in result.stdout + result.stderr

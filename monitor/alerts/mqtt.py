@@ -19,7 +19,7 @@ import aiomqtt
 
 from monitor import logs
 from monitor.alerts.model import Alert
-from monitor.alerts.sinks import Retry
+from monitor.alerts.sink import DeliveryPolicy, Retry
 from monitor.backoff import backoff_delay
 from monitor.config import MqttSinkConfig
 
@@ -45,9 +45,7 @@ def messages(prefix: str, alert: Alert) -> list[tuple[str, bytes, bool]]:
 class MqttSink:
     def __init__(self, name: str, cfg: MqttSinkConfig) -> None:
         self.name = name
-        self.events: frozenset[str] = frozenset(cfg.events)
-        self.max_age_seconds = cfg.max_age_seconds
-        self.retry_max_delay = 30.0
+        self.policy = DeliveryPolicy.of(cfg)
         self.cfg = cfg
         self.prefix = cfg.topic_prefix.rstrip("/")
         self.availability = f"{self.prefix}/availability"

@@ -121,15 +121,18 @@ class Outbox:
                 "OR (d.state = 'dead' AND alerts.created > ?)))", (now - DEAD_RETENTION_S,))
             return cur.rowcount
 
-    def orphans(self, sinks: Iterable[str]) -> int:
-        """Give up pending deliveries to sinks no longer configured; returns how many."""
+    def orphans(self, sinks: Iterable[str]) -> dict[str, int]:
+        """Give up pending deliveries to sinks no longer configured; how many, per sink."""
         names = list(sinks)
         marks = ",".join("?" * len(names)) or "''"
         with self._lock, self._db:
-            cur = self._db.execute(
+            rows = self._db.execute(
+                f"SELECT sink, COUNT(*) FROM deliveries WHERE state = 'pending' "
+                f"AND sink NOT IN ({marks}) GROUP BY sink", names).fetchall()
+            self._db.execute(
                 f"UPDATE deliveries SET state = 'dead', last_error = 'sink removed from the config' "
                 f"WHERE state = 'pending' AND sink NOT IN ({marks})", names)
-            return cur.rowcount
+        return {str(sink): int(n) for sink, n in rows}
 
     def pending(self, sink: str) -> tuple[int, float | None]:
         """How many deliveries to the sink are pending, and when the oldest was raised."""

@@ -1,4 +1,7 @@
-"""Where alerts go. A sink delivers one alert or raises: Retry (try later) or GiveUp."""
+"""The sinks: log and webhook here, MQTT in its own module; ``make_sinks`` builds them all.
+
+A sink delivers one alert or raises Retry (try later) or GiveUp (monitor.alerts.sink).
+"""
 
 from __future__ import annotations
 
@@ -6,43 +9,21 @@ import base64
 import hashlib
 import hmac
 from dataclasses import replace
-from typing import Protocol
 
 import httpx
 
 from monitor import __version__, logs
 from monitor.alerts.model import Alert
+from monitor.alerts.mqtt import MqttSink
+from monitor.alerts.sink import DeliveryPolicy, GiveUp, Retry, Sink
 from monitor.alerts.snapshots import Snapshots
 from monitor.config import LogSinkConfig, SinkConfig, WebhookSinkConfig
-
-
-class Retry(Exception):
-    """Delivery failed in a way that may pass: try again later."""
-
-
-class GiveUp(Exception):
-    """Delivery failed in a way that retrying will not mend."""
-
-
-class Sink(Protocol):
-    name: str
-    events: frozenset[str]  # the alert events this sink wants
-    max_age_seconds: float  # retried until the alert is this old
-    retry_max_delay: float  # the longest wait between two tries
-
-    async def run(self) -> None: ...  # whatever the sink keeps up (a connection), until cancelled
-
-    async def deliver(self, alert: Alert) -> None: ...
-
-    async def close(self) -> None: ...
 
 
 class LogSink:
     def __init__(self, name: str, cfg: LogSinkConfig) -> None:
         self.name = name
-        self.events: frozenset[str] = frozenset(cfg.events)
-        self.max_age_seconds = 86400.0
-        self.retry_max_delay = 60.0
+        self.policy = DeliveryPolicy.of(cfg)
         self._log = logs.get("monitor.alert")
 
     async def deliver(self, alert: Alert) -> None:
@@ -66,9 +47,7 @@ class WebhookSink:
 
     def __init__(self, name: str, cfg: WebhookSinkConfig, snapshots: Snapshots | None = None) -> None:
         self.name = name
-        self.events: frozenset[str] = frozenset(cfg.events)
-        self.max_age_seconds = cfg.max_age_seconds
-        self.retry_max_delay = cfg.retry_max_delay_seconds
+        self.policy = DeliveryPolicy.of(cfg)
         self._url = cfg.url.get_secret_value()
         self._secret = cfg.secret.get_secret_value().encode() if cfg.secret else None
         self._snapshots = snapshots if cfg.include_image else None
@@ -121,7 +100,5 @@ def make_sinks(configs: list[SinkConfig], names: list[str],
         elif isinstance(cfg, WebhookSinkConfig):
             sinks.append(WebhookSink(name, cfg, snapshots))
         else:
-            from monitor.alerts.mqtt import MqttSink  # here: that module imports this one
-
             sinks.append(MqttSink(name, cfg))
     return sinks

@@ -25,6 +25,7 @@ class Snapshots:
         """Write the JPEG (atomically) and return its file name."""
         final = self.path(alert_id)
         tmp = final.with_suffix(".tmp")
+        self.directory.mkdir(parents=True, exist_ok=True)  # someone may have removed it
         tmp.write_bytes(jpeg)
         os.replace(tmp, final)
         self.prune()

@@ -250,48 +250,130 @@ class LiveReader:
             attempt += 1
 
 
-async def live_samples(reader: LiveReader, interval: float, stop: asyncio.Event,
-                       on_skipped: Callable[[int], None] = lambda n: None) -> AsyncIterator[Sample]:
-    """One sample per interval of wall time: the newest frame, if it is new and fresh.
+@dataclass(frozen=True, slots=True)
+class StateChange:
+    """What a live source tells its stream, on the event loop.
 
-    A newest frame older than two intervals means the stream stalled: nothing
-    is sampled then. Intervals that passed while the consumer was busy are
-    reported to ``on_skipped``: those frames were not analysed late, but never.
+    ``up`` / ``down`` (with the reason) as they happen; ``reconnect``; ``decode``
+    once the decode mode is chosen; ``stream_down`` / ``stream_up`` only past
+    the hold-off (those are the ones worth an alert).
     """
-    loop = asyncio.get_running_loop()
-    next_due = loop.time()
-    last_seq = 0
-    index = 0
-    while not stop.is_set():
-        delay = next_due - loop.time()
-        if delay > 0:
-            try:
-                await asyncio.wait_for(stop.wait(), delay)
-                return
-            except TimeoutError:
-                pass
-        missed = int((loop.time() - next_due) // interval)
-        if missed > 0:
-            on_skipped(missed)
-        next_due += (missed + 1) * interval
-        latest = reader.latest()
-        if latest is None or latest.seq == last_seq:
-            continue
-        if time.monotonic() - latest.taken > 2 * interval:
-            continue
-        last_seq = latest.seq
-        base = reader.connected_at or latest.taken
-        yield Sample(index, round(latest.taken - base, 3), latest.wall, latest.frame, latest.taken)
-        index += 1
+
+    kind: Literal["up", "down", "reconnect", "decode", "stream_down", "stream_up"]
+    detail: str
 
 
-def newest(reader: LiveReader, sample: Sample) -> Sample:
-    """The sample with the reader's newest frame, if a newer one has arrived since it was taken."""
-    latest = reader.latest()
-    if latest is None or latest.taken <= sample.captured:
-        return sample
-    base = reader.connected_at or latest.taken
-    return Sample(sample.index, round(latest.taken - base, 3), latest.wall, latest.frame, latest.taken)
+class LiveSource:
+    """A live camera: its reader thread, its up/down hold-off and its timer.
+
+    Used as an async context manager: entering starts the reader, leaving stops
+    it, cancels the hold-off timer and drops whatever the reader reports after
+    that, so a stopped stream never announces anything.
+    """
+
+    def __init__(self, url: str, name: str, *, interval: float, decode: DecodeMode,
+                 transport: str, open_timeout_s: float, frozen_after_s: float,
+                 down_alert_after_s: float, on_change: Callable[[StateChange], None]) -> None:
+        self.interval = interval
+        self._on_change = on_change
+        self._availability = Availability(down_alert_after_s)
+        self._holdoff = down_alert_after_s
+        self._down_reason = ""
+        self._timer: asyncio.TimerHandle | None = None
+        self._closed = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.reader = LiveReader(url, name, interval=interval, decode=decode, transport=transport,
+                                 open_timeout_s=open_timeout_s, frozen_after_s=frozen_after_s,
+                                 report=self._from_thread)
+
+    async def __aenter__(self) -> LiveSource:
+        self._loop = asyncio.get_running_loop()
+        self.reader.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+        self.reader.stop()
+        await asyncio.to_thread(self.reader.join, 15.0)
+
+    def _from_thread(self, kind: str, detail: str) -> None:
+        if self._loop is not None and not self._closed:
+            self._loop.call_soon_threadsafe(self._apply, kind, detail)
+
+    def _apply(self, kind: str, detail: str) -> None:  # on the event loop
+        if self._closed:
+            return
+        assert self._loop is not None
+        if kind in ("reconnect", "decode"):
+            self._on_change(StateChange(kind, detail))  # type: ignore[arg-type]
+            return
+        up = kind == "up"
+        if up and self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not up:
+            self._down_reason = detail
+            if self._timer is None:  # the hold-off runs from the first "down"
+                self._timer = self._loop.call_later(self._holdoff, self._poll)
+        self._on_change(StateChange("up" if up else "down", detail))
+        self._announce(self._availability.update(up, self._loop.time()))
+
+    def _poll(self) -> None:
+        self._timer = None
+        if not self._closed and self._loop is not None:
+            self._announce(self._availability.poll(self._loop.time()))
+
+    def _announce(self, event: str | None) -> None:
+        if event == "stream_up":
+            self._on_change(StateChange("stream_up", "receiving frames"))
+        elif event == "stream_down":
+            self._on_change(StateChange("stream_down", self._down_reason))
+
+    async def samples(self, stop: asyncio.Event,
+                      on_skipped: Callable[[int], None] = lambda n: None) -> AsyncIterator[Sample]:
+        """One sample per interval of wall time: the newest frame, if it is new and fresh.
+
+        A newest frame older than two intervals means the stream stalled: nothing
+        is sampled then. Intervals that passed while the consumer was busy are
+        reported to ``on_skipped``: those frames were not analysed late, but never.
+        """
+        reader, interval = self.reader, self.interval
+        loop = asyncio.get_running_loop()
+        next_due = loop.time()
+        last_seq = 0
+        index = 0
+        while not stop.is_set():
+            delay = next_due - loop.time()
+            if delay > 0:
+                try:
+                    await asyncio.wait_for(stop.wait(), delay)
+                    return
+                except TimeoutError:
+                    pass
+            missed = int((loop.time() - next_due) // interval)
+            if missed > 0:
+                on_skipped(missed)
+            next_due += (missed + 1) * interval
+            latest = reader.latest()
+            if latest is None or latest.seq == last_seq:
+                continue
+            if time.monotonic() - latest.taken > 2 * interval:
+                continue
+            last_seq = latest.seq
+            base = reader.connected_at or latest.taken
+            yield Sample(index, round(latest.taken - base, 3), latest.wall, latest.frame, latest.taken)
+            index += 1
+
+    def newest(self, sample: Sample) -> Sample:
+        """The sample with the newest frame, if a newer one has arrived since it was taken."""
+        latest = self.reader.latest()
+        if latest is None or latest.taken <= sample.captured:
+            return sample
+        base = self.reader.connected_at or latest.taken
+        return Sample(sample.index, round(latest.taken - base, 3), latest.wall, latest.frame,
+                      latest.taken)
 
 
 class Availability:

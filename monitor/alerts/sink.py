@@ -1,0 +1,41 @@
+"""What a sink is, to the dispatcher: a name, the events it wants, how long to retry, deliver()."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from monitor.alerts.model import Alert
+from monitor.config import SinkBase
+
+
+class Retry(Exception):
+    """Delivery failed in a way that may pass: try again later."""
+
+
+class GiveUp(Exception):
+    """Delivery failed in a way that retrying will not mend."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryPolicy:
+    """One block of delivery settings, the same for every kind of sink."""
+
+    events: frozenset[str]  # the alert events this sink wants
+    max_age_seconds: float  # retried until the alert is this old, then a dead letter
+    retry_max_delay: float  # the longest wait between two tries
+
+    @classmethod
+    def of(cls, cfg: SinkBase) -> DeliveryPolicy:
+        return cls(frozenset(cfg.events), cfg.max_age_seconds, cfg.retry_max_delay_seconds)
+
+
+class Sink(Protocol):
+    name: str  # its identity in the outbox and its metric label (config.sink_names)
+    policy: DeliveryPolicy
+
+    async def run(self) -> None: ...  # whatever the sink keeps up (a connection), until cancelled
+
+    async def deliver(self, alert: Alert) -> None: ...
+
+    async def close(self) -> None: ...
