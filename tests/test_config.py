@@ -178,3 +178,18 @@ def error_of_file(path: Path) -> str:
     with pytest.raises(ConfigError) as e:
         load_config(path, env={})
     return str(e.value)
+
+
+def test_a_sinks_identity_follows_where_it_delivers_not_its_position() -> None:
+    def names(*hooks: str) -> list[str]:
+        alerts = "".join(f"  - {{type: webhook, url: '{h}'}}\n" for h in hooks)
+        return parse_config(MINIMAL + "alerts:\n  - {type: log}\n" + alerts, "c", {}).sink_names()
+
+    before = names("https://a.example/hook?token=s3cret")
+    after = names("https://new.example/x", "https://a.example/hook?token=s3cret")
+    # Pending deliveries stored under the old name still reach the same receiver.
+    assert before[1] == after[2] and after[1] != before[1]
+    assert before[0] == "log" and all("s3cret" not in n and "example" not in n for n in after)
+    named = parse_config(MINIMAL + "alerts:\n  - {type: webhook, name: chat, url: 'https://x/y'}\n",
+                         "c", {}).sink_names()
+    assert named == ["chat"]
