@@ -16,8 +16,11 @@ from monitor.metrics import Metrics
 
 class HttpServer:
     def __init__(self, host: str, port: int, metrics: Metrics,
-                 readiness: Callable[[], str | None]) -> None:
+                 readiness: Callable[[], str | None], idle_timeout: float = 10.0) -> None:
         self.host = host
+        # A connection that sends nothing (or nothing more) is closed after this long, so
+        # idle and half-open sockets cannot pile up (aiohttp's default is 75 s).
+        self.idle_timeout = idle_timeout
         self.port = port
         self.metrics = metrics
         # None when ready, else the reason in one line.
@@ -29,7 +32,8 @@ class HttpServer:
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                                     keepalive_timeout=self.idle_timeout)
         await self._runner.setup()
         await web.TCPSite(self._runner, self.host, self.port).start()
         self.port = self._runner.addresses[0][1]  # the real one when 0 was asked for

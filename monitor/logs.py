@@ -23,14 +23,23 @@ def configure(level: str = "info", fmt: Literal["auto", "json", "console"] = "au
         fmt = "console" if out.isatty() else "json"
     renderer: Any = (structlog.dev.ConsoleRenderer(colors=out.isatty())
                      if fmt == "console" else structlog.processors.JSONRenderer())
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
+    ]
+    # Libraries log through the standard library (aiohttp's "Error handling request" with
+    # a traceback): render them the same way, one JSON line each off a TTY.
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        foreign_pre_chain=[*shared[:-1], structlog.stdlib.ExtraAdder(), shared[-1]]))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(max(_LEVELS[level], logging.WARNING))  # their info lines are noise here
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
+        processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
         logger_factory=structlog.PrintLoggerFactory(out),
         cache_logger_on_first_use=False,

@@ -3,6 +3,7 @@ rules works against a real Prometheus scraping a real daemon."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import subprocess
@@ -13,6 +14,7 @@ from typing import Any
 import httpx
 import yaml
 
+from monitor.metrics import Metrics
 from tests.conftest import ROOT, Receiver, free_port, start_cli
 from tests.fakes.vllm import FakeVLM
 
@@ -116,3 +118,42 @@ def test_real_prometheus_scrapes_the_daemon_and_every_query_returns_data(
         prometheus.wait(10)
         daemon.terminate()
         daemon.communicate(timeout=20)
+
+
+async def test_idle_connections_to_the_listener_are_closed() -> None:
+    import socket as socket_
+
+    from monitor.http import HttpServer
+
+    server = HttpServer("127.0.0.1", 0, Metrics(), lambda: None, idle_timeout=1.0)
+    await server.start()
+
+    def silent_client() -> float:
+        with socket_.create_connection(("127.0.0.1", server.port)) as s:
+            s.settimeout(20)
+            start = time.monotonic()
+            assert s.recv(10) == b""  # closed by the server, not timed out here
+            return time.monotonic() - start
+
+    try:
+        assert await asyncio.to_thread(silent_client) < 5
+    finally:
+        await server.stop()
+
+
+def test_library_log_lines_are_one_json_line_each() -> None:
+    import io
+    import logging
+
+    from monitor import logs
+
+    out = io.StringIO()
+    logs.configure("info", "json", stream=out)
+    try:
+        raise ValueError("bad request line")
+    except ValueError:
+        logging.getLogger("aiohttp.server").exception("Error handling request")
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 1
+    line = json.loads(lines[0])
+    assert line["event"] == "Error handling request" and "ValueError" in line["exception"]
