@@ -16,7 +16,7 @@ import time
 
 import cv2
 
-from monitor.sources.live import LiveReader
+from monitor.sources.capture import LiveReader
 from tests.conftest import free_port
 from tests.rtsp import RtspServer
 

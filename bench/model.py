@@ -31,7 +31,7 @@ from monitor.app import Daemon
 from monitor.config import PreprocessConfig, VlmConfig, parse_config
 from monitor.metrics import Metrics
 from monitor.preprocess import image_tokens, prepare, target_size
-from monitor.sources.live import Latest
+from monitor.sources.capture import Latest
 from monitor.vlm import VlmClient
 from tests.clips import draw_figure, make_clip, scene
 from tests.conftest import Receiver

@@ -124,9 +124,23 @@ def test_closing_a_file_while_another_thread_decodes_it_does_not_crash(tmp_path:
 
 
 def test_a_camera_password_holding_at_and_hash_never_reaches_the_diagnosis() -> None:
-    from monitor.sources.live import diagnose
+    from monitor.sources.rtsp import diagnose
     from tests.conftest import free_port
 
     port = free_port()  # nothing listens there
     reason = diagnose(f"rtsp://u:p@ss#w/rd@127.0.0.1:{port}/stream", 1.0)
     assert f"127.0.0.1:{port}" in reason and "ss" not in reason.replace("address", ""), reason
+
+
+def test_availability_holds_off_and_says_when_stream_down_falls_due() -> None:
+    from monitor.sources.live import Availability
+
+    a = Availability(holdoff=5.0)
+    assert a.update(True, 0.0) is None and a.due() is None
+    assert a.update(False, 10.0) is None and a.due() == 15.0
+    assert a.update(False, 12.0) is None and a.due() == 15.0  # a new reason keeps the first time
+    assert a.poll(14.999) is None  # a timer that fires a hair early changes nothing
+    assert a.poll(15.0) == "stream_down" and a.due() is None
+    assert a.poll(99.0) is None  # once
+    assert a.update(True, 100.0) == "stream_up"
+    assert a.update(False, 101.0) is None and a.update(True, 102.0) is None  # a blip: nothing

@@ -1,0 +1,215 @@
+"""A live camera's capture thread (PyAV): always the newest frame, or visibly down.
+
+Each ``LiveReader`` owns one thread and one FFmpeg demuxer and decoder, and
+nothing else touches them: opened, read and closed in that thread only.
+Options and timeouts go to each open separately (``av.open(options=...,
+timeout=...)``), so one camera's open never waits on another's: a hung
+camera costs only its own timeout. (OpenCV takes its FFmpeg options from one
+process-wide environment variable, which forced every open in the process
+under one lock: with 100 cameras they came up one a second, and a hung
+camera held up every other open and reconnect by its whole timeout.)
+
+The reader demuxes continuously and keeps only the newest frame: a camera's
+socket and decoder buffers would otherwise hand back frames seconds old. A
+read that times out means the stream is frozen; any failure reopens it with
+capped exponential backoff and jitter.
+
+Decoding only keyframes costs ~10x less CPU than every frame, but gives one
+frame per GOP. With PyAV the packets in between are not even handed to the
+decoder. In ``auto`` mode the reader starts with keyframes only, measures the
+keyframe interval, and switches to decoding every frame when the interval is
+longer than the sampling interval.
+"""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import av
+import numpy as np
+
+from monitor.backoff import backoff_delay
+from monitor.sources.base import Frame
+from monitor.sources.rtsp import diagnose
+from monitor.urls import split_url
+
+DecodeMode = Literal["auto", "keyframes", "all"]
+
+
+@dataclass
+class KeyframeProbe:
+    """Decides from keyframe arrival times whether keyframes alone sample often enough. Pure.
+
+    The first frames of a connection may arrive in a burst, so the first gap is
+    ignored and the median of the next few decides.
+    """
+
+    interval: float
+    gaps_needed: int = 4
+    _times: list[float] = field(default_factory=list)
+
+    def add(self, t: float) -> Literal["keyframes", "all"] | None:
+        self._times.append(t)
+        gaps = [b - a for a, b in zip(self._times[1:], self._times[2:], strict=False)]
+        if len(gaps) < self.gaps_needed:
+            return None
+        return "keyframes" if statistics.median(gaps) <= self.interval * 1.2 else "all"
+
+    @property
+    def keyframe_interval(self) -> float | None:
+        gaps = [b - a for a, b in zip(self._times[1:], self._times[2:], strict=False)]
+        return statistics.median(gaps) if gaps else None
+
+
+def open_options(url: str, transport: str) -> dict[str, str]:
+    """FFmpeg's options for one camera. Pure."""
+    parts = split_url(url)
+    options = {
+        # A camera's SDP carries its parameters: a smaller probe than FFmpeg's default
+        # (5 MB, 5 s) buffers less per camera before the first frame.
+        "probesize": "500000",
+        "analyzeduration": "1000000",
+    }
+    if parts is not None and parts.scheme in ("rtsp", "rtsps"):
+        options["rtsp_transport"] = transport
+        options["buffer_size"] = "1048576"  # the socket buffer of a UDP session
+    return options
+
+
+@dataclass(frozen=True, slots=True)
+class Latest:
+    seq: int
+    taken: float  # time.monotonic() when decoded
+    wall: datetime
+    frame: Frame
+
+
+SWITCH = "switch to decoding every frame"
+
+# What the reader tells its owner, from its own thread: ("up", reason),
+# ("down", reason), ("reconnect", ""), ("decode", description).
+Report = Callable[[str, str], None]
+
+
+class LiveReader:
+    REFRESH_S = 0.2  # the most a held frame ages before a newer one is converted
+
+    def __init__(self, url: str, name: str, *, interval: float, decode: DecodeMode = "auto",
+                 transport: str = "tcp", open_timeout_s: float = 10.0, frozen_after_s: float = 10.0,
+                 report: Report = lambda kind, detail: None) -> None:
+        self.url = url
+        self.interval = interval
+        self.decode = decode
+        self.transport = transport
+        self.open_timeout_s = open_timeout_s
+        self.frozen_after_s = frozen_after_s
+        self.report = report
+        self.connected_at: float | None = None  # monotonic time of the very first frame
+        self._latest: Latest | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"capture-{name}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+
+    def latest(self) -> Latest | None:
+        with self._lock:
+            return self._latest
+
+    def _run(self) -> None:
+        # auto: keyframes only until the probe has measured the keyframe interval, once.
+        self._mode: Literal["keyframes", "all"] | None = None if self.decode == "auto" else self.decode
+        attempt = 0
+        last_down: str | None = None
+        while not self._stop.is_set():
+            up, reason = self._session()
+            if self._stop.is_set():
+                return
+            if reason == SWITCH:
+                continue  # reopen at once in the new mode; the stream is not down
+            if up:
+                attempt, last_down = 0, None
+            if up or reason != last_down:  # the same failure again is not news
+                self.report("down", reason)
+                last_down = reason
+            self.report("reconnect", "")
+            self._stop.wait(backoff_delay(attempt, 1.0, 30.0))
+            attempt += 1
+
+    def _session(self) -> tuple[bool, str]:
+        """One connection, until it fails or we stop: (whether it was up, why it ended)."""
+        keyframes = self._mode != "all"
+        try:
+            container = av.open(self.url, options=open_options(self.url, self.transport),
+                                timeout=(self.open_timeout_s, self.frozen_after_s))
+        except (av.FFmpegError, OSError, ValueError):
+            # FFmpeg's message holds the URL, credentials and all: never shown.
+            return False, "cannot open: " + diagnose(self.url, min(self.open_timeout_s, 5.0))
+        up = False
+        try:
+            if not container.streams.video:
+                return False, "the stream has no video track"
+            stream = container.streams.video[0]
+            ctx: Any = stream.codec_context
+            ctx.thread_count = 1  # one decoder thread per camera costs the least CPU
+            if keyframes:
+                ctx.skip_frame = "NONKEY"
+            probe = None if self._mode else KeyframeProbe(self.interval)
+            converted = 0.0
+            last_packet = time.monotonic()
+            try:
+                for packet in container.demux(stream):
+                    if self._stop.is_set():
+                        return up, "stopped"
+                    now = last_packet = time.monotonic()
+                    if packet.size == 0 or (keyframes and not packet.is_keyframe):
+                        continue  # keyframes only: the others are not even decoded
+                    try:
+                        frames = packet.decode()
+                    except av.FFmpegError:
+                        continue  # one undecodable packet is not a dead stream
+                    if not frames:
+                        continue
+                    # Convert only when the frame we hold is older than REFRESH_S: a
+                    # third less CPU when every frame is decoded, and still fresh.
+                    if not keyframes and now - converted < self.REFRESH_S:
+                        continue
+                    self._hold(frames[-1].to_ndarray(format="bgr24"), now)
+                    converted = now
+                    if not up:
+                        up = True
+                        self.report("up", "receiving frames")
+                    if probe is not None and (mode := probe.add(now)) is not None:
+                        gop = probe.keyframe_interval or 0.0
+                        probe, self._mode = None, mode  # decided once: no more per-frame work
+                        self.report("decode", f"{mode} (keyframe every {gop:.1f} s)")
+                        if mode == "all":
+                            return up, SWITCH
+            except (av.FFmpegError, OSError):
+                # A read that waited out its timeout met a stalled stream; one that failed
+                # at once met a closed connection.
+                if time.monotonic() - last_packet >= self.frozen_after_s * 0.9:
+                    return up, f"no frame for {self.frozen_after_s:g} s (frozen)"
+            return up, "the stream closed or ended"
+        finally:
+            container.close()
+
+    def _hold(self, image: Any, now: float) -> None:
+        if self.connected_at is None:
+            self.connected_at = now
+        with self._lock:
+            seq = self._latest.seq + 1 if self._latest else 1
+            self._latest = Latest(seq, now, datetime.now(UTC), np.asarray(image, np.uint8))
