@@ -48,3 +48,26 @@ def configure(level: str = "info", fmt: Literal["auto", "json", "console"] = "au
 
 def get(name: str | None = None) -> Any:
     return structlog.get_logger(name)
+
+
+class Repeats:
+    """Decides which of a run of same-kind failures to log: the first, then one a minute
+    with how many were left out, so a failure that repeats every second is not a line a
+    second. Pure: the caller passes the time."""
+
+    def __init__(self, every: float = 60.0) -> None:
+        self.every = every
+        self._last: dict[str, float] = {}
+        self._left_out: dict[str, int] = {}
+
+    def check(self, kind: str, now: float) -> int | None:
+        """None: leave this one out. Else log it, saying how many were left out since the last."""
+        last = self._last.get(kind)
+        if last is not None and now - last < self.every:
+            self._left_out[kind] = self._left_out.get(kind, 0) + 1
+            return None
+        self._last[kind] = now
+        return self._left_out.pop(kind, 0)
+
+    def left_out(self) -> int:
+        return sum(self._left_out.values())

@@ -24,7 +24,8 @@ from monitor import __version__
 PREFIX = "vlm_monitor"
 
 VLM_OUTCOMES = ("ok", "bad_answer", "timeout", "connection_error", "server_error", "rejected")
-DROP_REASONS = ("stale", "model_unavailable", "model_error", "decode_error")
+# Why a sampling interval gave no verdict: the first three at the source, the others at the model.
+DROP_REASONS = ("stale", "stream_down", "no_new_frame", "model_unavailable", "model_error")
 DELIVERY_OUTCOMES = ("delivered", "retry", "failed")
 
 
@@ -37,7 +38,14 @@ class Metrics:
         self.build_info = Info(f"{PREFIX}_build", "Version of vlm-monitor", registry=r)
         self.build_info.info({"version": __version__})
         self.frames_sampled = Counter(
-            f"{PREFIX}_frames_sampled_total", "Frames taken for analysis", ["stream"], registry=r)
+            f"{PREFIX}_frames_sampled_total", "Frames taken for analysis (analysed, reused, or "
+            "dropped by the model)", ["stream"], registry=r)
+        self.intervals = Counter(
+            f"{PREFIX}_sampling_intervals_total",
+            "Sampling intervals elapsed; each ends analysed, reused or dropped (with a reason)",
+            ["stream"], registry=r)
+        self.frames_analysed = Counter(
+            f"{PREFIX}_frames_analysed_total", "Samples the model judged", ["stream"], registry=r)
         self.frames_dropped = Counter(
             f"{PREFIX}_frames_dropped_total", "Sampled frames not analysed, by reason",
             ["stream", "reason"], registry=r)
@@ -95,6 +103,8 @@ class Metrics:
     def declare_stream(self, stream: str, targets: list[str]) -> None:
         """Create a stream's series at zero, so rate() and absent() work from the start."""
         self.frames_sampled.labels(stream)
+        self.intervals.labels(stream)
+        self.frames_analysed.labels(stream)
         self.verdicts_reused.labels(stream)
         for reason in DROP_REASONS:
             self.frames_dropped.labels(stream, reason)
@@ -110,7 +120,8 @@ class Metrics:
         series: list[tuple[Any, tuple[str, ...]]] = [
             (m, (stream, t)) for m in (self.matches, self.alerts) for t in targets]
         if whole:
-            series += [(m, (stream,)) for m in (self.frames_sampled, self.stream_up,
+            series += [(m, (stream,)) for m in (self.frames_sampled, self.intervals,
+                                                self.frames_analysed, self.stream_up,
                                                 self.stream_reconnects, self.frame_age,
                                                 self.verdicts_reused)]
             series += [(self.frames_dropped, (stream, r)) for r in DROP_REASONS]

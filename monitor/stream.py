@@ -84,6 +84,7 @@ class StreamRunner:
         self.failed = False
         self.tally = Tally()
         self._last_alert: dict[str, float] = {}  # target -> offset of its last alert
+        self._repeats = logs.Repeats()  # the same model error every sample is one line a minute
         self._announcements: asyncio.TaskGroup  # stream_down/up being published, while running
         det = settings.detection
         self.detectors: dict[str, Detector[Seen]] = {
@@ -112,7 +113,8 @@ class StreamRunner:
                 async for _, result in ordered(samples, analyzer, window):
                     await self._handle(result)
             self._log.info("stream stopped" if self.stopping.is_set() else "stream finished",
-                           samples=self.tally.samples)
+                           samples=self.tally.samples, analysed=self.tally.analysed,
+                           model_errors=self.tally.model_errors)
         except SourceError as e:
             self.failed = True
             self._log.error("stream failed", error=str(e))
@@ -132,7 +134,7 @@ class StreamRunner:
                                      WaitForServer(self.watch, self.stopping), gate)
             samples = file_samples(url, cfg.sample_interval_seconds, realtime=cfg.realtime,
                                    stop=self.stopping)
-            return samples, analyzer, settings.window
+            return self._counted(samples), analyzer, settings.window
         source = await stack.enter_async_context(LiveSource(
             url, cfg.name, interval=cfg.sample_interval_seconds, decode=cfg.decode,
             transport=cfg.transport, open_timeout_s=cfg.open_timeout_seconds,
@@ -140,9 +142,20 @@ class StreamRunner:
             down_alert_after_s=cfg.down_alert_after_seconds, on_change=self._changed))
         analyzer = FrameAnalyzer(self.client, cfg.targets, settings.preprocess,
                                  FailFast(self.watch), gate, refresh=source.newest)
-        dropped = self.metrics.frames_dropped.labels(cfg.name, "stale")
         # Two at once: one frame with the model while the next is prepared.
-        return source.samples(self.stopping, on_skipped=dropped.inc), analyzer, 2
+        return source.samples(self.stopping, account=self._account), analyzer, 2
+
+    def _account(self, dropped: str | None, n: int) -> None:
+        """``n`` sampling intervals went by: sampled (None), or dropped at the source, and why."""
+        self.metrics.intervals.labels(self.cfg.name).inc(n)
+        if dropped is not None:
+            self.metrics.frames_dropped.labels(self.cfg.name, dropped).inc(n)
+
+    async def _counted(self, samples: AsyncIterator[Sample]) -> AsyncIterator[Sample]:
+        """A recording's samples: one per interval of media time, so each is an interval."""
+        async for sample in samples:
+            self._account(None, 1)
+            yield sample
 
     def _changed(self, change: StateChange) -> None:
         """A live source's news, on the event loop."""
@@ -170,26 +183,29 @@ class StreamRunner:
         min_conf = self.settings.detection.min_confidence
         self.metrics.frames_sampled.labels(name).inc()
         self.tally.samples += 1
+        # Each sample ends one way: reused, analysed, or dropped by the model (once, not per target).
+        error = next((r.error for r in result.targets if r.error is not None), None)
         if result.reused:
             self.metrics.verdicts_reused.labels(name).inc()
         elif result.analysis is not None:
+            self.metrics.frames_analysed.labels(name).inc()
             self.metrics.frame_age.labels(name).observe(time.monotonic() - sample.captured)
+        elif error is not None:
+            reason = "model_unavailable" if isinstance(error, Unavailable) else "model_error"
+            self.metrics.frames_dropped.labels(name, reason).inc()
+            self.watch.note(error)
         if result.reused or result.analysis is not None:
             self.tally.analysed += 1
+        if isinstance(error, BadAnswer | Rejected):
+            self.tally.model_errors += 1
+            self.tally.last_error = str(error)
+            left_out = self._repeats.check(type(error).__name__, time.monotonic())
+            if left_out is not None:
+                self._log.warning("sample not analysed", offset=sample.offset, error=str(error),
+                                  **({"same_since_last": left_out} if left_out else {}))
         for r in result.targets:
             obs = r.observation(min_conf)
             if r.error is not None:
-                reason = "model_unavailable" if isinstance(r.error, Unavailable) else "model_error"
-                self.watch.note(r.error)
-                self.metrics.frames_dropped.labels(name, reason).inc()
-                if isinstance(r.error, BadAnswer | Rejected):
-                    self.tally.model_errors += 1
-                    self.tally.last_error = str(r.error)
-                    self._log.warning("sample not analysed", target=r.target.name,
-                                      offset=sample.offset, error=str(r.error))
-                else:
-                    self._log.debug("sample not analysed", target=r.target.name,
-                                    offset=sample.offset, error=str(r.error))
                 continue
             verdict = r.verdict
             assert verdict is not None

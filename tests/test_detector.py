@@ -47,3 +47,13 @@ def test_the_readme_timeline() -> None:
     # README "When does it alert?": seconds 0..15.
     timeline = [A, M, A, M, M, M, U, M, A, A, M, A, A, A, M, M]
     assert run(timeline) == [(4, Raised(3, 4)), (13, Cleared(10)), (15, Raised(14, 15))]
+
+
+def test_repeats_logs_the_first_then_one_a_minute_with_the_count() -> None:
+    from monitor.logs import Repeats
+
+    r = Repeats(every=60)
+    assert r.check("BadAnswer", 0.0) == 0
+    assert [r.check("BadAnswer", t) for t in (1.0, 2.0, 59.0)] == [None, None, None]
+    assert r.check("Rejected", 3.0) == 0  # another kind is news
+    assert r.check("BadAnswer", 60.0) == 3 and r.left_out() == 0

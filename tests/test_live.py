@@ -226,3 +226,80 @@ async def test_model_server_down_for_30_s_no_false_alert_no_hammering_then_recov
     finally:
         fake.stop()
     assert len(events(receiver, "target_detected")) == 1
+
+
+DROPS = ("stale", "stream_down", "no_new_frame", "model_unavailable", "model_error")
+
+
+def accounted(metrics: Metrics, stream: str) -> tuple[float, float]:
+    """(intervals elapsed, intervals analysed + reused + dropped for any reason)."""
+    outcomes = (value(metrics, "frames_analysed_total", stream=stream)
+                + value(metrics, "verdicts_reused_total", stream=stream)
+                + sum(value(metrics, "frames_dropped_total", stream=stream, reason=r) for r in DROPS))
+    return value(metrics, "sampling_intervals_total", stream=stream), outcomes
+
+
+async def test_every_interval_is_accounted_for_through_an_outage_and_an_overload(
+        rtsp: RtspServer, fake_vlm: FakeVLM, receiver: Receiver) -> None:
+    fake_vlm.latency = 2.5  # two in flight take 2.5 s: intervals pass while busy
+    no_gate = {"scene_change": {"enabled": False}}
+    started = time.monotonic()
+    async with daemon(fake_vlm, receiver, [live(rtsp.url())], no_gate) as metrics:
+        await until(lambda: value(metrics, "frames_analysed_total", stream="cam") >= 2, 20, "analyses")
+        await asyncio.to_thread(rtsp.kill)
+        await until(lambda: value(metrics, "stream_up", stream="cam") == 0, 15, "the camera down")
+        await asyncio.sleep(3)
+        await asyncio.to_thread(rtsp.start)
+        await until(lambda: value(metrics, "stream_up", stream="cam") == 1, 30, "the camera back")
+        await asyncio.sleep(3)
+        stopped = time.monotonic()
+    intervals, outcomes = accounted(metrics, "cam")
+    assert abs(intervals - (stopped - started)) <= 1.5, (intervals, stopped - started)
+    assert abs(intervals - outcomes) <= 1, (intervals, outcomes)
+    for reason in ("stale", "stream_down"):
+        assert value(metrics, "frames_dropped_total", stream="cam", reason=reason) > 0, reason
+
+
+async def test_a_recordings_intervals_are_each_analysed_or_reused(
+        fake_vlm: FakeVLM, receiver: Receiver, clips: dict[str, Any]) -> None:
+    async with daemon(fake_vlm, receiver, [{"name": "f", "url": str(clips["red"]), "targets": [RED]}]
+                      ) as metrics:
+        await until(lambda: value(metrics, "sampling_intervals_total", stream="f") >= 20, 30, "the file")
+        await until(lambda: accounted(metrics, "f")[1] >= 20, 10, "its outcomes")
+    assert accounted(metrics, "f") == (20, 20)
+    assert value(metrics, "frames_analysed_total", stream="f") > 0
+
+
+async def test_hung_cameras_cost_only_their_own_timeout(
+        rtsp: RtspServer, fake_vlm: FakeVLM, receiver: Receiver) -> None:
+    import socket
+
+    hung = []
+    for _ in range(3):  # accept TCP (the kernel does), never answer
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        s.listen(16)
+        hung.append(s)
+    good = [live(rtsp.url(), f"good{i}", open_timeout_seconds=8) for i in range(4)]
+    bad = [live(f"rtsp://127.0.0.1:{s.getsockname()[1]}/cam", f"hung{i}", open_timeout_seconds=8)
+           for i, s in enumerate(hung)]
+    try:
+        started = time.monotonic()
+        async with daemon(fake_vlm, receiver, bad + good) as metrics:
+            def all_up() -> bool:
+                return all(value(metrics, "stream_up", stream=f"good{i}") == 1 for i in range(4))
+
+            await until(all_up, 20, "the healthy cameras")
+            # Before, each hung open held a process-wide lock for its whole 8 s timeout.
+            assert time.monotonic() - started < 5, time.monotonic() - started
+            await asyncio.to_thread(rtsp.kill)
+            await until(lambda: not any(value(metrics, "stream_up", stream=f"good{i}") for i in range(4)),
+                        15, "the healthy cameras down")
+            await asyncio.to_thread(rtsp.start)
+            back = time.monotonic()
+            await until(all_up, 20, "the healthy cameras back")
+            assert time.monotonic() - back < 15
+            assert not any(value(metrics, "stream_up", stream=f"hung{i}") for i in range(3))
+    finally:
+        for s in hung:
+            s.close()

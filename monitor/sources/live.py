@@ -103,12 +103,16 @@ class LiveSource:
             self._on_change(StateChange("stream_down", self._down_reason))
 
     async def samples(self, stop: asyncio.Event,
-                      on_skipped: Callable[[int], None] = lambda n: None) -> AsyncIterator[Sample]:
+                      account: Callable[[str | None, int], None] = lambda reason, n: None,
+                      ) -> AsyncIterator[Sample]:
         """One sample per interval of wall time: the newest frame, if it is new and fresh.
 
-        A newest frame older than two intervals means the stream stalled: nothing
-        is sampled then. Intervals that passed while the consumer was busy are
-        reported to ``on_skipped``: those frames were not analysed late, but never.
+        Every interval is accounted for, through ``account(reason, n)``: ``None``
+        when a sample was handed on, else why not: ``stale`` (it passed while the
+        consumer was busy: those frames were not analysed late, but never),
+        ``stream_down`` (no frame, or the newest is older than two intervals: the
+        stream is not up, or stalled), ``no_new_frame`` (up, but nothing new since
+        the last sample: a keyframe interval longer than the sampling interval).
         """
         reader, interval = self.reader, self.interval
         loop = asyncio.get_running_loop()
@@ -125,15 +129,18 @@ class LiveSource:
                     pass
             missed = int((loop.time() - next_due) // interval)
             if missed > 0:
-                on_skipped(missed)
+                account("stale", missed)
             next_due += (missed + 1) * interval
             latest = reader.latest()
-            if latest is None or latest.seq == last_seq:
+            if latest is None or time.monotonic() - latest.taken > 2 * interval:
+                account("stream_down", 1)
                 continue
-            if time.monotonic() - latest.taken > 2 * interval:
+            if latest.seq == last_seq:
+                account("no_new_frame", 1)
                 continue
             last_seq = latest.seq
             base = reader.connected_at or latest.taken
+            account(None, 1)
             yield Sample(index, round(latest.taken - base, 3), latest.wall, latest.frame, latest.taken)
             index += 1
 
