@@ -146,7 +146,9 @@ class LiveReader:
                 self.report("down", reason)
                 last_down = reason
             self.report("reconnect", "")
-            self._stop.wait(backoff_delay(attempt, 1.0, 30.0))
+            # Capped at 10 s: a camera back from a reboot is seen within ~10 s, and a
+            # dead one costs a TCP connect every 5-10 s, which is nothing.
+            self._stop.wait(backoff_delay(attempt, 1.0, 10.0))
             attempt += 1
 
     def _session(self) -> tuple[bool, str]:
