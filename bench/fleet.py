@@ -151,6 +151,7 @@ def p95_age(before: dict[str, float], after: dict[str, float]) -> float:
 @dataclass
 class Row:
     cameras: int
+    rss_mb: float
     up_s: float | None
     up_after: int
     samples_per_s: float
@@ -175,9 +176,25 @@ def measure(tree: Path, server: RtspServer, fake: FakeVLM, n: int, seconds: floa
     finally:
         daemon.stop()
     minutes = (t1 - t0) / 60
-    return Row(n, up_s, up_after,
+    return Row(n, rss, up_s, up_after,
                (total(m1, "frames_sampled_total") - total(m0, "frames_sampled_total")) / (t1 - t0),
                p95_age(m0, m1), (cpu1 - cpu0) / n / minutes, rss / n, (lines1 - lines0) / n / minutes)
+
+
+def soak(tree: Path, server: RtspServer, fake: FakeVLM, n: int, seconds: float, tmp: Path) -> list[float]:
+    """RSS in MB once a minute while ``n`` cameras run for ``seconds``: is it flat?"""
+    names = [f"cam{i:03d}" for i in range(n)]
+    daemon = start_daemon(tree, dict.fromkeys(names, server.url()), fake.base_url, tmp / "soak")
+    try:
+        wait_up(daemon, names, 120)
+        samples = [daemon.rss_mb()]
+        for _ in range(int(seconds // 60)):
+            time.sleep(60)
+            samples.append(daemon.rss_mb())
+            print(f"soak: {n} cameras, RSS {samples[-1]:.0f} MB", flush=True)
+    finally:
+        daemon.stop()
+    return samples
 
 
 def hung(tree: Path, server: RtspServer, fake: FakeVLM, tmp: Path) -> tuple[float | None, float | None]:
@@ -201,7 +218,10 @@ def hung(tree: Path, server: RtspServer, fake: FakeVLM, tmp: Path) -> tuple[floa
             time.sleep(0.25)
         time.sleep(5)
         server.start()
+        returned = time.monotonic()
+        server.prime()  # the test server dies if a crowd asks for its stream before it is prepared
         back = wait_up(daemon, healthy, 120)
+        back = None if back is None else time.monotonic() - returned
     finally:
         daemon.stop()
         for s in sockets:
@@ -251,6 +271,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=10.0)
     parser.add_argument("--before", metavar="REF", help="also measure the daemon at this git commit")
     parser.add_argument("--json", metavar="FILE", help="write the rows here too")
+    parser.add_argument("--soak", type=float, default=0.0, metavar="SECONDS",
+                        help="then run 100 cameras this long, RSS once a minute (ours only)")
     args = parser.parse_args()
     counts = [int(c) for c in args.cameras.split(",")]
     tmp = Path(tempfile.mkdtemp(prefix="fleet-"))
@@ -259,12 +281,15 @@ def main() -> None:
         trees = {"before": before_tree(args.before, tmp), **trees}
     fake = FakeVLM().start()
     server = RtspServer(free_port(), gop=25, size="1280x720", pattern="ball").start()
+    server.prime()
     results: dict[str, dict[str, object]] = {}
     try:
         lo, hi = server_check(server.url(), min(max(counts), 100), 10.0)
         print(f"server check: {min(max(counts), 100)} independent clients got {lo:.1f}-{hi:.1f} "
               "packets/s each (25 frames/s sent)", flush=True)
         for label, tree in trees.items():
+            # One camera gives the process's own RSS (Python, FFmpeg, OpenCV): the rest is per camera.
+            base = measure(tree, server, fake, 1, 10.0, 5.0, tmp / label).rss_mb
             rows = []
             for n in counts:
                 row = measure(tree, server, fake, n, args.seconds, args.warmup, tmp / label)
@@ -273,7 +298,10 @@ def main() -> None:
             first, back = hung(tree, server, fake, tmp / label)
             print(label, f"hung: healthy up after {fmt(first, '.1f')} s, back {fmt(back, '.1f')} s "
                   "after their server returned", flush=True)
-            results[label] = {"rows": [r.__dict__ for r in rows], "hung_up_s": first, "hung_back_s": back}
+            results[label] = {"rows": [r.__dict__ for r in rows], "hung_up_s": first, "hung_back_s": back,
+                              "base_rss_mb": base}
+        if args.soak:
+            results["after"]["soak_rss_mb"] = soak(ROOT, server, fake, 100, args.soak, tmp / "soak")
     finally:
         server.kill()
         fake.stop()
@@ -285,18 +313,22 @@ def main() -> None:
     print(f"1280x720 H.264, keyframe every 1 s, one shared live-encoded RTSP stream; {args.seconds:g} s "
           "measured after all up and a warm-up")
     head = ("| daemon | cameras | all up after | samples/s | p95 frame age | CPU-s per camera-min "
-            "| RSS per camera | log lines per camera-min |")
+            "| RSS per camera (all / above 1 camera) | log lines per camera-min |")
     print(head)
     print("|" + "---|" * 8)
     for label, res in results.items():
         for r in res["rows"]:  # type: ignore[attr-defined]
             up = f"{r['up_s']:.1f} s" if r["up_s"] is not None else f"{r['up_after']}/{r['cameras']} in 120 s"
+            marginal = (r["rss_mb"] - res["base_rss_mb"]) / max(1, r["cameras"] - 1)  # type: ignore[operator]
             print(f"| {label} | {r['cameras']} | {up} | {r['samples_per_s']:.1f} of {r['cameras']} "
-                  f"| {r['p95_age']:g} s | {r['cpu_per_cam_min']:.2f} | {r['rss_per_cam']:.1f} MB "
-                  f"| {r['log_lines_per_cam_min']:.2f} |")
+                  f"| {r['p95_age']:g} s | {r['cpu_per_cam_min']:.2f} | {r['rss_per_cam']:.1f} / "
+                  f"{marginal:.1f} MB | {r['log_lines_per_cam_min']:.2f} |")
     for label, res in results.items():
         print(f"{label}: 10 healthy + 5 hung cameras: healthy up after {fmt(res['hung_up_s'], '.1f')} s "  # type: ignore[arg-type]
               f"(back {fmt(res['hung_back_s'], '.1f')} s after their server restarted)")  # type: ignore[arg-type]
+    if "soak_rss_mb" in results.get("after", {}):
+        print("after: RSS of 100 cameras, once a minute:",
+              ", ".join(f"{v:.0f}" for v in results["after"]["soak_rss_mb"]), "MB")  # type: ignore[attr-defined]
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
 

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 from pydantic import SecretStr
 
-from monitor import __version__, logs
+from monitor import __version__, logs, malloc
 from monitor.app import EXIT_FAILED, EXIT_USAGE, Daemon, DaemonError
 from monitor.config import (
     DEFAULT_BASE_URL,
@@ -198,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    malloc.tune()  # before any thread: a hundred capture threads fragment glibc's arenas
     # Frames and streams are already processed in parallel by our worker threads;
     # OpenCV's own thread pool on top only adds CPU (FACTS.md: one decoder thread is cheapest).
     cv2.setNumThreads(1)

@@ -139,7 +139,8 @@ class StreamRunner:
             url, cfg.name, interval=cfg.sample_interval_seconds, decode=cfg.decode,
             transport=cfg.transport, open_timeout_s=cfg.open_timeout_seconds,
             frozen_after_s=cfg.frozen_after_seconds,
-            down_alert_after_s=cfg.down_alert_after_seconds, on_change=self._changed))
+            down_alert_after_s=cfg.down_alert_after_seconds, on_change=self._changed,
+            max_pixels=settings.preprocess.max_pixels))
         analyzer = FrameAnalyzer(self.client, cfg.targets, settings.preprocess,
                                  FailFast(self.watch), gate, refresh=source.newest)
         # Two at once: one frame with the model while the next is prepared.

@@ -34,6 +34,18 @@ class RtspServer:
             self.send(self.colour)
         return self
 
+    def prime(self) -> None:
+        """Have one client start the shared stream before a crowd opens it.
+
+        The test server (gst-rtsp-server under PyGObject) was seen to die when ~20
+        clients asked for the not-yet-prepared shared stream at the same moment;
+        a real camera serves them.
+        """
+        import av
+
+        with av.open(self.url(), options={"rtsp_transport": "tcp"}, timeout=(10.0, 10.0)) as c:
+            next(c.demux(c.streams.video[0]))
+
     def send(self, command: str) -> None:
         assert self.proc is not None and self.proc.stdin is not None and self.proc.stdout is not None
         self.proc.stdin.write(command + "\n")

@@ -280,6 +280,7 @@ async def test_hung_cameras_cost_only_their_own_timeout(
         s.bind(("127.0.0.1", 0))
         s.listen(16)
         hung.append(s)
+    await asyncio.to_thread(rtsp.prime)
     good = [live(rtsp.url(), f"good{i}", open_timeout_seconds=8) for i in range(4)]
     bad = [live(f"rtsp://127.0.0.1:{s.getsockname()[1]}/cam", f"hung{i}", open_timeout_seconds=8)
            for i, s in enumerate(hung)]
@@ -297,6 +298,7 @@ async def test_hung_cameras_cost_only_their_own_timeout(
                         15, "the healthy cameras down")
             await asyncio.to_thread(rtsp.start)
             back = time.monotonic()
+            await asyncio.to_thread(rtsp.prime)
             await until(all_up, 20, "the healthy cameras back")
             assert time.monotonic() - back < 15
             assert not any(value(metrics, "stream_up", stream=f"hung{i}") for i in range(3))
