@@ -130,10 +130,11 @@ def test_check_config_cli(tmp_path: Path) -> None:
 
 def test_check_config_hides_camera_passwords(tmp_path: Path) -> None:
     cfg = tmp_path / "c.yaml"
-    cfg.write_text("streams:\n  - name: cam\n    url: rtsp://admin:${CAM_PASS}@192.0.2.1/s\n    targets: [x]\n")
+    cfg.write_text("vlm: {base_url: 'http://bob:${CAM_PASS}@gpu:8000/v1'}\n"
+                   "streams:\n  - name: cam\n    url: rtsp://admin:${CAM_PASS}@192.0.2.1/s\n    targets: [x]\n")
     result = cli("check-config", str(cfg), env={"CAM_PASS": "hunter2"})
     assert result.returncode == 0, result.stderr
-    assert "rtsp://***@192.0.2.1/s" in result.stdout
+    assert "rtsp://***@192.0.2.1/s" in result.stdout and "http://***@gpu:8000/v1" in result.stdout
     assert "hunter2" not in result.stdout + result.stderr
 
 

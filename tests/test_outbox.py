@@ -84,3 +84,11 @@ def test_snapshot_retention_by_count_age_and_size(tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["b2.jpg", "b3.jpg"]
     assert big.read("b3.jpg") == b"y" * 1000
     assert big.read("../b/b3.jpg") == b"y" * 1000  # only a name inside the folder is ever read
+
+
+def test_a_snapshot_folder_removed_under_the_daemon_is_made_again(tmp_path: Path) -> None:
+    import shutil
+
+    snaps = Snapshots(tmp_path / "s", max_count=3, max_age_s=100, max_bytes=10_000)
+    shutil.rmtree(tmp_path / "s")
+    assert snaps.save("a", b"jpeg") == "a.jpg" and snaps.read("a.jpg") == b"jpeg"

@@ -49,11 +49,11 @@ def test_sighup_reloads_streams_and_rejects_a_bad_config(
     port = free_port()
     cfg = tmp_path / "c.yaml"
 
-    def write(streams: list[str], **extra: Any) -> None:
+    def write(streams: list[str], c_target: str = "a red shirt", **extra: Any) -> None:
         cfg.write_text(yaml.safe_dump({
             "vlm": {"base_url": fake_vlm.base_url},
-            "streams": [{"name": n, "url": str(clips["red"]), "targets": ["a red shirt"], "realtime": True}
-                        for n in streams],
+            "streams": [{"name": n, "url": str(clips["red"]), "realtime": True,
+                         "targets": [c_target if n == "c" else "a red shirt"]} for n in streams],
             "server": {"listen": f"127.0.0.1:{port}"},
             "state_dir": str(tmp_path / "state"),
             **extra,
@@ -78,7 +78,31 @@ def test_sighup_reloads_streams_and_rejects_a_bad_config(
         assert "streams[0].colour: unknown key" in rejected["error"]
         assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
 
-        write(["a", "c"], vlm={"base_url": fake_vlm.base_url, "max_concurrency": 2})
+        # A hostile file (aliases that expand to billions of values) is just a rejected reload.
+        laughs = "x: &a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n" + "".join(
+            f"x{i}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 10)}]\n" for i in range(9))
+        cfg.write_text(laughs)
+        proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while len(lines.named("reload rejected; the running config stays")) < 2:
+            assert time.monotonic() < deadline, "the hostile reload was not rejected"
+            time.sleep(0.05)
+        assert "more than 100,000 values" in lines.named("reload rejected; the running config stays")[1]["error"]
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
+
+        # c's target changes: its old target's series go, not to stay frozen on dashboards.
+        write(["a", "c"], c_target="a blue car")
+        proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while len(lines.named("config reloaded")) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert lines.named("config reloaded")[-1]["restarted"] == ["c"]
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        assert 'vlm_monitor_alerts_total{stream="c",target="a red shirt"}' not in metrics
+        assert 'vlm_monitor_alerts_total{stream="c",target="a blue car"}' in metrics
+        assert 'vlm_monitor_alerts_total{stream="a",target="a red shirt"}' in metrics
+
+        write(["a", "c"], c_target="a blue car", vlm={"base_url": fake_vlm.base_url, "max_concurrency": 2})
         proc.send_signal(signal.SIGHUP)
         time.sleep(0.5)
         assert lines.wait_for("these config sections change only on restart")["sections"] == ["vlm"]
@@ -91,4 +115,4 @@ def test_sighup_reloads_streams_and_rejects_a_bad_config(
     assert len(lines.named("stream starting", "a")) == 1
     assert len(lines.named("stream stopped", "a")) == 1  # at SIGTERM, not before
     assert len(lines.named("stream stopped", "b")) == 1
-    assert len(lines.named("stream starting", "c")) == 1
+    assert len(lines.named("stream starting", "c")) == 2  # added, then restarted with a new target

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import numpy as np
 import pytest
@@ -175,3 +176,15 @@ async def test_several_targets_are_asked_in_one_request(fake_vlm: FakeVLM) -> No
     assert len(fake_vlm.requests) == 1 and fake_vlm.requests[0].targets == ["a blue car", RED, "a green bin"]
     # The image was paid for once: one request's worth of image tokens.
     assert 301 <= sample(metrics, "vlm_monitor_vlm_tokens_total", {"kind": "prompt"}) < 2 * 578
+
+
+def test_probe_says_in_one_line_what_a_proxy_sent(fake_vlm: FakeVLM, tmp_path: Any) -> None:
+    from tests.conftest import cli
+
+    fake_vlm.mode = "html"
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"vlm: {{base_url: '{fake_vlm.base_url}'}}\nstreams: [{{name: a, url: a.mp4, targets: [x]}}]\n")
+    result = cli("probe", "--config", str(cfg))
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "not a model list" in result.stderr
+    assert "internal error" not in result.stderr

@@ -1,4 +1,4 @@
-"""An alert (an event for the sinks) and its payload, as PRODUCT.md defines it."""
+"""An alert (an event for the sinks) and its payload: the webhook contract in the README's "Alerts"."""
 
 from __future__ import annotations
 

@@ -95,7 +95,7 @@ SWITCH = "switch to decoding every frame"
 
 # What the reader tells its owner, from its own thread: ("up", reason),
 # ("down", reason), ("reconnect", ""), ("decode", description).
-Report = Callable[[str, str], None]
+Tell = Callable[[str, str], None]
 
 
 class LiveReader:
@@ -103,7 +103,7 @@ class LiveReader:
 
     def __init__(self, url: str, name: str, *, interval: float, decode: DecodeMode = "auto",
                  transport: str = "tcp", open_timeout_s: float = 10.0, frozen_after_s: float = 10.0,
-                 max_pixels: int | None = None, report: Report = lambda kind, detail: None) -> None:
+                 max_pixels: int | None = None, report: Tell = lambda kind, detail: None) -> None:
         self.url = url
         # Frames are scaled to the model's pixel budget as they are converted (one swscale
         # pass): a 720p frame held as BGR is 2.7 MB, at 644x364 0.7 MB, and the preprocess

@@ -1,0 +1,34 @@
+"""The YAML config: its schema (``schema``) and how a file becomes one (``loading``)."""
+
+from monitor.config.loading import load_config, parse_config
+from monitor.config.schema import (
+    DEFAULT_BASE_URL,
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_MODEL,
+    Config,
+    ConfigError,
+    DetectionConfig,
+    EventName,
+    LoggingConfig,
+    LogSinkConfig,
+    MqttSinkConfig,
+    PreprocessConfig,
+    SceneChangeConfig,
+    ServerConfig,
+    SinkBase,
+    SinkConfig,
+    SnapshotsConfig,
+    StreamConfig,
+    StreamSettings,
+    Target,
+    VlmConfig,
+    WebhookSinkConfig,
+)
+
+__all__ = [
+    "DEFAULT_BASE_URL", "DEFAULT_MAX_PIXELS", "DEFAULT_MODEL", "Config", "ConfigError",
+    "DetectionConfig", "EventName", "LogSinkConfig", "LoggingConfig", "MqttSinkConfig",
+    "PreprocessConfig", "SceneChangeConfig", "ServerConfig", "SinkBase", "SinkConfig",
+    "SnapshotsConfig", "StreamConfig", "StreamSettings", "Target", "VlmConfig",
+    "WebhookSinkConfig", "load_config", "parse_config",
+]
