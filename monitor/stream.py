@@ -25,6 +25,7 @@ from monitor.detector import Cleared, Detector, Observation, Raised
 from monitor.metrics import Metrics
 from monitor.modelwatch import FailFast, ModelWatch, WaitForServer
 from monitor.pipeline import FrameAnalyzer, SampleResult, ordered
+from monitor.preprocess import target_size
 from monitor.scene import SceneGate
 from monitor.sources.base import Sample, SourceError
 from monitor.sources.files import file_samples
@@ -140,7 +141,7 @@ class StreamRunner:
             transport=cfg.transport, open_timeout_s=cfg.open_timeout_seconds,
             frozen_after_s=cfg.frozen_after_seconds,
             down_alert_after_s=cfg.down_alert_after_seconds, on_change=self._changed,
-            max_pixels=settings.preprocess.max_pixels))
+            scale_to=lambda w, h: target_size(w, h, settings.preprocess.max_pixels)))
         analyzer = FrameAnalyzer(self.client, cfg.targets, settings.preprocess,
                                  FailFast(self.watch), gate, refresh=source.newest)
         # Two at once: one frame with the model while the next is prepared.

@@ -35,7 +35,6 @@ import av
 import numpy as np
 
 from monitor.backoff import backoff_delay
-from monitor.preprocess import target_size
 from monitor.sources.base import Frame
 from monitor.sources.rtsp import diagnose
 from monitor.urls import split_url
@@ -96,6 +95,8 @@ SWITCH = "switch to decoding every frame"
 # What the reader tells its owner, from its own thread: ("up", reason),
 # ("down", reason), ("reconnect", ""), ("decode", description).
 Tell = Callable[[str, str], None]
+# The size to hold a frame of the given width and height at.
+Scale = Callable[[int, int], tuple[int, int]]
 
 
 class LiveReader:
@@ -103,12 +104,12 @@ class LiveReader:
 
     def __init__(self, url: str, name: str, *, interval: float, decode: DecodeMode = "auto",
                  transport: str = "tcp", open_timeout_s: float = 10.0, frozen_after_s: float = 10.0,
-                 max_pixels: int | None = None, report: Tell = lambda kind, detail: None) -> None:
+                 scale_to: Scale | None = None, report: Tell = lambda kind, detail: None) -> None:
         self.url = url
-        # Frames are scaled to the model's pixel budget as they are converted (one swscale
-        # pass): a 720p frame held as BGR is 2.7 MB, at 644x364 0.7 MB, and the preprocess
-        # resize then has nothing left to do. None keeps the camera's own size.
-        self.max_pixels = max_pixels
+        # Frames are scaled to the model's size as they are converted (one swscale pass):
+        # a 720p frame held as BGR is 2.7 MB, at 644x364 0.7 MB, and the preprocess resize
+        # then has nothing left to do. None keeps the camera's own size.
+        self.scale_to = scale_to
         self.interval = interval
         self.decode = decode
         self.transport = transport
@@ -215,9 +216,9 @@ class LiveReader:
             container.close()
 
     def _convert(self, frame: av.VideoFrame) -> Any:
-        if self.max_pixels is None:
+        if self.scale_to is None:
             return frame.to_ndarray(format="bgr24")
-        width, height = target_size(frame.width, frame.height, self.max_pixels)
+        width, height = self.scale_to(frame.width, frame.height)
         return frame.reformat(width=width, height=height, format="bgr24",
                               interpolation="AREA").to_ndarray()
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from monitor.sources.base import Sample
-from monitor.sources.capture import DecodeMode, LiveReader
+from monitor.sources.capture import DecodeMode, LiveReader, Scale
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +41,7 @@ class LiveSource:
     def __init__(self, url: str, name: str, *, interval: float, decode: DecodeMode,
                  transport: str, open_timeout_s: float, frozen_after_s: float,
                  down_alert_after_s: float, on_change: Callable[[StateChange], None],
-                 max_pixels: int | None = None) -> None:
+                 scale_to: Scale | None = None) -> None:
         self.interval = interval
         self._on_change = on_change
         self._availability = Availability(down_alert_after_s)
@@ -52,7 +52,7 @@ class LiveSource:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.reader = LiveReader(url, name, interval=interval, decode=decode, transport=transport,
                                  open_timeout_s=open_timeout_s, frozen_after_s=frozen_after_s,
-                                 max_pixels=max_pixels, report=self._from_thread)
+                                 scale_to=scale_to, report=self._from_thread)
 
     async def __aenter__(self) -> LiveSource:
         self._loop = asyncio.get_running_loop()
