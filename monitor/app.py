@@ -25,6 +25,7 @@ from monitor.config import Config, ConfigError, StreamSettings, load_config
 from monitor.http import HttpServer
 from monitor.metrics import Metrics
 from monitor.modelwatch import ModelWatch
+from monitor.shards import Shard
 from monitor.stream import Shared, StreamRunner
 from monitor.systemd import Notifier
 from monitor.vlm import VlmClient
@@ -110,8 +111,10 @@ class _Parts:
 
 class Daemon:
     def __init__(self, config: Config, metrics: Metrics | None = None,
-                 notifier: Notifier | None = None, config_path: Path | None = None) -> None:
-        self.config = config
+                 notifier: Notifier | None = None, config_path: Path | None = None,
+                 shard: Shard | None = None) -> None:
+        self.shard = shard
+        self.config = self._own(config)
         self.config_path = config_path
         self.metrics = metrics or Metrics()
         self.notifier = notifier or Notifier()
@@ -121,6 +124,13 @@ class Daemon:
         self._reload_requested = asyncio.Event()
         self._streams: dict[str, StreamRunner] = {}
         self._log = logs.get("monitor.daemon")
+
+    def _own(self, config: Config) -> Config:
+        """The config as this replica runs it: only the streams of its shard."""
+        if self.shard is None:
+            return config
+        return config.model_copy(update={"streams": [s for s in config.streams
+                                                     if self.shard.owns(s.name)]})
 
     def request_reload(self) -> None:
         """SIGHUP: re-read the config file at the next turn of the main loop."""
@@ -178,9 +188,12 @@ class Daemon:
         parts = _Parts(Shared(client, watch, dispatcher, self.metrics), tasks)
         for settings in config.stream_settings().values():
             self._start_stream(parts, settings)
+        if self.shard is not None:
+            self.metrics.shard_info.labels(str(self.shard.index), str(self.shard.count)).set(1)
         self._log.info("vlm-monitor started", version=__version__,
                        listen=f"{config.server.host}:{self.http.port}",
-                       streams=len(config.streams), model=config.vlm.model)
+                       streams=len(config.streams), model=config.vlm.model,
+                       **({"shard": str(self.shard)} if self.shard else {}))
         self.started.set()
         self.notifier.notify("READY=1", f"STATUS=watching {len(config.streams)} stream(s)")
         return parts
@@ -192,8 +205,8 @@ class Daemon:
         try:
             while True:
                 active = [r.task for r in self._streams.values() if r.task and not r.task.done()]
-                if not active:
-                    return
+                if not active and self._streams:
+                    return  # every stream has ended (files); a shard with none waits for a signal
                 reload = asyncio.create_task(self._reload_requested.wait())
                 await asyncio.wait([*stop_signals, reload, *active], return_when=asyncio.FIRST_COMPLETED)
                 reload.cancel()
@@ -265,7 +278,7 @@ class Daemon:
         try:
             if self.config_path is None:
                 raise ConfigError("no config file to reload from")
-            new = await asyncio.to_thread(load_config, self.config_path)
+            new = self._own(await asyncio.to_thread(load_config, self.config_path))
         except Exception as e:  # whatever the new file is, the running config stays
             error = str(e) if isinstance(e, ConfigError) else f"{type(e).__name__}: {e}"
             self._log.error("reload rejected; the running config stays", error=error)

@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import Sequence
@@ -35,6 +36,7 @@ from monitor.config import (
 from monitor.metrics import Metrics
 from monitor.preprocess import prepare
 from monitor.scan import EXIT_ERROR, Report, ScanError, exit_code, progress_stream, scan
+from monitor.shards import Shard, ShardError, parse_shard
 from monitor.sources.base import SourceError
 from monitor.urls import redact_url
 from monitor.vlm import VlmClient, VlmError
@@ -47,11 +49,11 @@ def fail(message: str, code: int = EXIT_USAGE) -> int:
 
 # --- run ---------------------------------------------------------------------
 
-async def _run_daemon(config: Config, path: str) -> int:
+async def _run_daemon(config: Config, path: str, shard: Shard | None) -> int:
     shutdown = asyncio.Event()
     loop = asyncio.get_running_loop()
     main_task = asyncio.current_task()
-    daemon = Daemon(config, config_path=Path(path))
+    daemon = Daemon(config, config_path=Path(path), shard=shard)
 
     def on_signal() -> None:
         if shutdown.is_set() and main_task is not None:
@@ -69,9 +71,13 @@ async def _run_daemon(config: Config, path: str) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
+    try:
+        shard = parse_shard(args.shard, socket.gethostname()) if args.shard else None
+    except ShardError as e:
+        return fail(str(e))
     logs.configure(config.logging.level, config.logging.format, stream=sys.stdout)
     try:
-        return asyncio.run(_run_daemon(config, args.config))
+        return asyncio.run(_run_daemon(config, args.config, shard))
     except DaemonError as e:
         return fail(str(e), e.code)
 
@@ -165,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run the daemon")
     run.add_argument("--config", required=True, metavar="FILE")
+    run.add_argument("--shard", metavar="I/N", default=os.environ.get("VLM_MONITOR_SHARD"),
+                     help="run only this replica's share of the streams (I from 0, or ordinal/N: "
+                     "I from the host name's trailing number); default: $VLM_MONITOR_SHARD")
     run.set_defaults(func=cmd_run)
 
     check = sub.add_parser("check-config", help="validate a config file (exit 0 valid, 2 not)")

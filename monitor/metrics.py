@@ -37,6 +37,9 @@ class Metrics:
         r = self.registry
         self.build_info = Info(f"{PREFIX}_build", "Version of vlm-monitor", registry=r)
         self.build_info.info({"version": __version__})
+        self.shard_info = Gauge(
+            f"{PREFIX}_shard_info", "1 for this replica's shard: its index, of count replicas",
+            ["index", "count"], registry=r)
         self.frames_sampled = Counter(
             f"{PREFIX}_frames_sampled_total", "Frames taken for analysis (analysed, reused, or "
             "dropped by the model)", ["stream"], registry=r)
