@@ -77,6 +77,19 @@ class Metrics:
         self.vlm_up = Gauge(
             f"{PREFIX}_vlm_up", "1 while the model server answers and serves the model",
             registry=r)
+        self.endpoint_up = Gauge(
+            f"{PREFIX}_endpoint_up", "1 while the endpoint answers and serves its model",
+            ["endpoint"], registry=r)
+        self.endpoint_requests = Counter(
+            f"{PREFIX}_endpoint_requests_total", "Model requests by endpoint and outcome",
+            ["endpoint", "outcome"], registry=r)
+        self.endpoint_inflight = Gauge(
+            f"{PREFIX}_endpoint_inflight_requests", "Requests in flight to the endpoint",
+            ["endpoint"], registry=r)
+        self.endpoint_limit = Gauge(
+            f"{PREFIX}_endpoint_concurrency_limit",
+            "The endpoint's bound on requests in flight (moves when it is auto)", ["endpoint"],
+            registry=r)
         self.matches = Counter(
             f"{PREFIX}_matches_total", "Samples in which the target was seen", ["stream", "target"],
             registry=r)
@@ -137,6 +150,12 @@ class Metrics:
             self.alert_deliveries.labels(sink, outcome)
         self.alerts_pending.labels(sink).set(0)
         self.alert_oldest_pending.labels(sink).set(0)
+
+    def declare_endpoint(self, endpoint: str) -> None:
+        for outcome in VLM_OUTCOMES:
+            self.endpoint_requests.labels(endpoint, outcome)
+        self.endpoint_up.labels(endpoint).set(0)
+        self.endpoint_inflight.labels(endpoint).set(0)
 
     def declare_vlm(self) -> None:
         for outcome in VLM_OUTCOMES:

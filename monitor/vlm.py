@@ -19,17 +19,21 @@ from typing import Any, cast
 import openai
 from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
 
-from monitor.config import VlmConfig
+from monitor.config import AUTO_MAX_CONCURRENCY, AUTO_START_CONCURRENCY, EndpointConfig, VlmConfig
+from monitor.limits import AimdLimit
 from monitor.metrics import Metrics
 from monitor.verdict import AnswerError, Verdict, build_prompt, parse_answers, response_format
 
-_holding_slot: contextvars.ContextVar[bool] = contextvars.ContextVar("vlm_holding_slot", default=False)
+# The endpoint whose slot this task holds (VlmClient.slot), if any.
+_held: contextvars.ContextVar[Endpoint | None] = contextvars.ContextVar("vlm_held", default=None)
 
 
 class VlmError(Exception):
-    """A model request that gave no verdict. ``outcome`` is its metric label."""
+    """A model request that gave no verdict. ``outcome`` is its metric label; ``endpoint``
+    the name of the endpoint that failed, once one was asked."""
 
     outcome = "server_error"
+    endpoint: str | None = None
 
 
 class Unavailable(VlmError):
@@ -76,6 +80,8 @@ class Analysis:
     latency: float
     prompt_tokens: int
     completion_tokens: int
+    model: str  # the model that judged (a fallback's may differ)
+    endpoint: str
 
 
 # A verdict is a few hundred characters; max_tokens bounds what vLLM writes, this what we read.
@@ -102,21 +108,78 @@ def error_message(body: Any, fallback: str) -> str:
     return fallback
 
 
+class Endpoint:
+    """One model server: its client, its bound on requests in flight, its health."""
+
+    def __init__(self, cfg: EndpointConfig, shared: VlmConfig, metrics: Metrics) -> None:
+        assert cfg.model is not None and cfg.api_key is not None  # resolved_endpoints() fills them
+        self.name = cfg.name
+        self.model = cfg.model
+        self.base_url = cfg.base_url
+        self.fallback = cfg.fallback
+        self.adaptive = AimdLimit(AUTO_START_CONCURRENCY, highest=AUTO_MAX_CONCURRENCY) \
+            if cfg.max_concurrency == "auto" else None
+        self.limit = self.adaptive.limit if self.adaptive else int(cfg.max_concurrency)
+        self.inflight = 0
+        # Set by the model watch; True until it learns otherwise, so that scan and probe,
+        # which run no watch, use every endpoint.
+        self.healthy = True
+        self.client = openai.AsyncOpenAI(base_url=cfg.base_url, api_key=cfg.api_key.get_secret_value(),
+                                         timeout=shared.timeout_seconds, max_retries=shared.max_retries)
+        metrics.declare_endpoint(self.name)
+        metrics.endpoint_limit.labels(self.name).set(self.limit)
+
+    @property
+    def free(self) -> float:
+        return (self.limit - self.inflight) / self.limit
+
+
 class VlmClient:
+    """The endpoints, and the choice of one for each request.
+
+    Each request goes to the usable endpoint with the largest free share of its
+    limit; while every primary is down, to the fallbacks; when all are down, to
+    the primaries anyway (the call fails fast and the caller's policy decides).
+    Waiters are served in arrival order (a condition variable), so no stream
+    starves another.
+    """
+
     def __init__(self, cfg: VlmConfig, metrics: Metrics) -> None:
         self.cfg = cfg
         self.metrics = metrics
-        self._client = openai.AsyncOpenAI(
-            base_url=cfg.base_url,
-            api_key=cfg.api_key.get_secret_value(),
-            timeout=cfg.timeout_seconds,
-            max_retries=cfg.max_retries,
-        )
-        self._limit = asyncio.Semaphore(cfg.max_concurrency)
+        self.endpoints = [Endpoint(e, cfg, metrics) for e in cfg.resolved_endpoints()]
+        self._changed = asyncio.Condition()
         metrics.declare_vlm()
 
     async def close(self) -> None:
-        await self._client.close()
+        for endpoint in self.endpoints:
+            await endpoint.client.close()
+
+    def _pick(self) -> Endpoint | None:
+        primaries = [e for e in self.endpoints if not e.fallback]
+        candidates = ([e for e in primaries if e.healthy]
+                      or [e for e in self.endpoints if e.fallback and e.healthy] or primaries)
+        room = [e for e in candidates if e.inflight < e.limit]
+        return max(room, key=lambda e: e.free) if room else None
+
+    async def _acquire(self) -> Endpoint:
+        async with self._changed:
+            while (endpoint := self._pick()) is None:
+                await self._changed.wait()
+            endpoint.inflight += 1
+        self.metrics.endpoint_inflight.labels(endpoint.name).set(endpoint.inflight)
+        return endpoint
+
+    async def _release(self, endpoint: Endpoint) -> None:
+        async with self._changed:
+            endpoint.inflight -= 1
+            self._changed.notify_all()
+        self.metrics.endpoint_inflight.labels(endpoint.name).set(endpoint.inflight)
+
+    async def health_changed(self) -> None:
+        """An endpoint came back or went away: waiters may now have somewhere to go."""
+        async with self._changed:
+            self._changed.notify_all()
 
     @contextlib.asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
@@ -125,15 +188,25 @@ class VlmClient:
         Live streams take their frame only once they hold a slot, so a frame never
         waits in a queue growing old: the wait happens before the frame is chosen.
         """
-        async with self._limit:
-            token = _holding_slot.set(True)
-            try:
-                yield
-            finally:
-                _holding_slot.reset(token)
+        endpoint = await self._acquire()
+        token = _held.set(endpoint)
+        try:
+            yield
+        finally:
+            _held.reset(token)
+            await self._release(endpoint)
 
     async def analyze(self, jpeg: bytes, targets: Sequence[str]) -> Analysis:
         """Ask, in one request, whether each target is in the image. VlmError when no verdicts."""
+        held = _held.get()
+        endpoint = held or await self._acquire()
+        try:
+            return await self._ask(endpoint, jpeg, targets)
+        finally:
+            if held is None:
+                await self._release(endpoint)
+
+    async def _ask(self, endpoint: Endpoint, jpeg: bytes, targets: Sequence[str]) -> Analysis:
         image_url = "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
         messages: list[ChatCompletionMessageParam] = [{
             "role": "user",
@@ -142,29 +215,22 @@ class VlmClient:
                 {"type": "image_url", "image_url": {"url": image_url}},
             ],
         }]
-        async with contextlib.AsyncExitStack() as stack:
-            if not _holding_slot.get():
-                await stack.enter_async_context(self._limit)
-            self.metrics.vlm_inflight.inc()
-            start = time.perf_counter()
-            try:
-                response = await self._client.chat.completions.create(
-                    model=self.cfg.model,
-                    messages=messages,
-                    max_tokens=self.cfg.max_tokens,
-                    temperature=0.0,
-                    response_format=cast(Any, response_format(len(targets))),
-                )
-            except VlmError as e:
-                self.metrics.vlm_requests.labels(e.outcome).inc()
-                raise
-            except openai.APIError as e:
-                err = _classify(e)
-                self.metrics.vlm_requests.labels(err.outcome).inc()
-                raise err from None
-            finally:
-                latency = time.perf_counter() - start
-                self.metrics.vlm_inflight.dec()
+        saturated = endpoint.inflight >= endpoint.limit
+        self.metrics.vlm_inflight.inc()
+        start = time.perf_counter()
+        try:
+            response = await endpoint.client.chat.completions.create(
+                model=endpoint.model,
+                messages=messages,
+                max_tokens=self.cfg.max_tokens,
+                temperature=0.0,
+                response_format=cast(Any, response_format(len(targets))),
+            )
+        except openai.APIError as e:
+            raise self._failed(endpoint, _classify(e)) from None
+        finally:
+            latency = time.perf_counter() - start
+            self.metrics.vlm_inflight.dec()
         self.metrics.vlm_duration.observe(latency)
         try:
             # A proxy's error page comes back as a 200 with HTML: the client hands over a str.
@@ -180,17 +246,30 @@ class VlmClient:
                 raise AnswerError(f"the answer is {len(content)} characters long")
             verdicts = parse_answers(content, len(targets))
         except (AnswerError, AttributeError, TypeError, ValueError) as e:
-            self.metrics.vlm_requests.labels("bad_answer").inc()
-            raise BadAnswer(f"model answer not understood: {e}") from None
+            raise self._failed(endpoint, BadAnswer(f"model answer not understood: {e}")) from None
+        if endpoint.adaptive is not None:
+            endpoint.limit = endpoint.adaptive.update(latency, saturated)
+            self.metrics.endpoint_limit.labels(endpoint.name).set(endpoint.limit)
         self.metrics.vlm_tokens.labels("prompt").inc(prompt_tokens)
         self.metrics.vlm_tokens.labels("completion").inc(completion_tokens)
-        self.metrics.vlm_requests.labels("ok").inc()
-        return Analysis(verdicts, latency, prompt_tokens, completion_tokens)
+        self._count(endpoint, "ok")
+        return Analysis(verdicts, latency, prompt_tokens, completion_tokens, endpoint.model,
+                        endpoint.name)
 
-    async def check(self) -> ServerStatus:
-        """Does the server answer, and serve our model? Also sets the vlm_up gauge."""
+    def _count(self, endpoint: Endpoint, outcome: str) -> None:
+        self.metrics.vlm_requests.labels(outcome).inc()
+        self.metrics.endpoint_requests.labels(endpoint.name, outcome).inc()
+
+    def _failed(self, endpoint: Endpoint, error: VlmError) -> VlmError:
+        self._count(endpoint, error.outcome)
+        error.endpoint = endpoint.name
+        return error
+
+    async def check(self, endpoint: Endpoint | None = None) -> ServerStatus:
+        """Does the server answer, and serve its model? (The first endpoint, if none is named.)"""
+        endpoint = endpoint or self.endpoints[0]
         try:
-            page = await self._client.with_options(max_retries=0, timeout=5.0).models.list()
+            page = await endpoint.client.with_options(max_retries=0, timeout=5.0).models.list()
         except openai.APIError as e:
             status = ServerStatus(False, False, str(_classify(e)))
         except (AttributeError, TypeError, ValueError):
@@ -204,15 +283,15 @@ class VlmClient:
                 served = None
             if served is None:
                 status = NOT_VLLM
-            elif self.cfg.model in served:
-                length = served[self.cfg.model]
+            elif endpoint.model in served:
+                length = served[endpoint.model]
                 status = ServerStatus(True, True, None,
                                       length if isinstance(length, int) else None)
             else:
                 shown = ", ".join(list(served)[:5]) or "none"
                 status = ServerStatus(True, False, f"the server does not serve model "
-                                      f"{self.cfg.model!r} (it serves: {shown})")
-        self.metrics.vlm_up.set(1 if status.usable else 0)
+                                      f"{endpoint.model!r} (it serves: {shown})")
+        self.metrics.endpoint_up.labels(endpoint.name).set(1 if status.usable else 0)
         return status
 
 

@@ -2,12 +2,15 @@
 
 from monitor.config.loading import load_config, parse_config
 from monitor.config.schema import (
+    AUTO_MAX_CONCURRENCY,
+    AUTO_START_CONCURRENCY,
     DEFAULT_BASE_URL,
     DEFAULT_MAX_PIXELS,
     DEFAULT_MODEL,
     Config,
     ConfigError,
     DetectionConfig,
+    EndpointConfig,
     EventName,
     LoggingConfig,
     LogSinkConfig,
@@ -26,8 +29,9 @@ from monitor.config.schema import (
 )
 
 __all__ = [
+    "AUTO_MAX_CONCURRENCY", "AUTO_START_CONCURRENCY",
     "DEFAULT_BASE_URL", "DEFAULT_MAX_PIXELS", "DEFAULT_MODEL", "Config", "ConfigError",
-    "DetectionConfig", "EventName", "LogSinkConfig", "LoggingConfig", "MqttSinkConfig",
+    "DetectionConfig", "EndpointConfig", "EventName", "LogSinkConfig", "LoggingConfig", "MqttSinkConfig",
     "PreprocessConfig", "SceneChangeConfig", "ServerConfig", "SinkBase", "SinkConfig",
     "SnapshotsConfig", "StreamConfig", "StreamSettings", "Target", "VlmConfig",
     "WebhookSinkConfig", "load_config", "parse_config",

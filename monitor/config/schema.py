@@ -23,6 +23,11 @@ DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
 DEFAULT_MAX_PIXELS = 644 * 364
 
 
+# An endpoint with max_concurrency: auto starts here and never goes above the ceiling.
+AUTO_START_CONCURRENCY = 4
+AUTO_MAX_CONCURRENCY = 64
+
+
 class ConfigError(Exception):
     """A config problem, already phrased as one line for the user."""
 
@@ -41,6 +46,31 @@ def _http_url(url: str) -> None:
         raise ValueError("must be an http:// or https:// URL")
 
 
+class EndpointConfig(_Model):
+    """One model server. Unset model and api_key come from the vlm section."""
+
+    name: Name  # its metric label (``endpoint``); never the URL
+    base_url: str
+    model: str | None = Field(None, min_length=1)
+    api_key: SecretStr | None = None
+    # Requests in flight at most; "auto" finds what the server sustains (AIMD on latency).
+    max_concurrency: int | Literal["auto"] = 8
+    fallback: bool = False  # used only while every primary endpoint is down
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, v: str) -> str:
+        _http_url(v)
+        return v.rstrip("/")
+
+    @field_validator("max_concurrency")
+    @classmethod
+    def _limit(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and not 1 <= v <= 256:
+            raise ValueError("must be from 1 to 256, or auto")
+        return v
+
+
 class VlmConfig(_Model):
     base_url: str = DEFAULT_BASE_URL
     model: str = Field(DEFAULT_MODEL, min_length=1)
@@ -50,12 +80,43 @@ class VlmConfig(_Model):
     # A retried frame is a stale frame: keep the budget small.
     max_retries: int = Field(1, ge=0, le=5)
     max_tokens: int = Field(256, ge=16, le=4096)
+    # Several model servers instead of base_url: each request goes to the one with the most
+    # free capacity; fallbacks only while every primary is down.
+    endpoints: list[EndpointConfig] | None = Field(None, min_length=1, max_length=64)
 
     @field_validator("base_url")
     @classmethod
     def _base_url(cls, v: str) -> str:
         _http_url(v)
         return v.rstrip("/")
+
+    @model_validator(mode="after")
+    def _one_way(self) -> VlmConfig:
+        if self.endpoints is None:
+            return self
+        if "base_url" in self.model_fields_set:
+            raise ValueError("give either base_url or endpoints, not both")
+        names = [e.name for e in self.endpoints]
+        if len(set(names)) != len(names):
+            raise ValueError("endpoint names must be unique")
+        if all(e.fallback for e in self.endpoints):
+            raise ValueError("at least one endpoint must not be a fallback")
+        return self
+
+    def resolved_endpoints(self) -> list[EndpointConfig]:
+        """The endpoints with model and key filled in; a lone base_url is one named "default"."""
+        if self.endpoints is None:
+            return [EndpointConfig(name="default", base_url=self.base_url, model=self.model,
+                                   api_key=self.api_key, max_concurrency=self.max_concurrency)]
+        return [e.model_copy(update={"model": e.model or self.model,
+                                     "api_key": e.api_key or self.api_key})
+                for e in self.endpoints]
+
+    @property
+    def total_concurrency(self) -> int:
+        """Requests in flight at most, all endpoints together ("auto" counted at its ceiling)."""
+        return sum(e.max_concurrency if isinstance(e.max_concurrency, int) else AUTO_MAX_CONCURRENCY
+                   for e in self.resolved_endpoints() if not e.fallback)
 
 
 class Target(_Model):
@@ -264,7 +325,7 @@ class Config(_Model):
                 pre = pre.model_copy(update={"max_pixels": s.max_pixels})
             out[s.name] = StreamSettings(stream=s, detection=self.detection, preprocess=pre,
                                          scene_change=self.scene_change,
-                                         window=self.vlm.max_concurrency)
+                                         window=min(self.vlm.total_concurrency, 32))
         return out
 
     def resolved_state_dir(self, env: Mapping[str, str] = os.environ) -> Path:
