@@ -39,7 +39,7 @@ from monitor.scan import EXIT_ERROR, Report, ScanError, exit_code, progress_stre
 from monitor.shards import Shard, ShardError, parse_shard
 from monitor.sources.base import SourceError
 from monitor.urls import redact_url
-from monitor.vlm import VlmClient, VlmError
+from monitor.vlm import Endpoint, VlmClient, VlmError
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> int:
@@ -101,10 +101,12 @@ def cmd_scan(args: argparse.Namespace) -> int:
     if not 0 < args.interval <= 3600:
         return fail("--interval must be between 0 and 3600 seconds")
     try:
-        vlm = VlmConfig(base_url=args.base_url, model=args.model,
-                        api_key=SecretStr(os.environ.get("VLM_API_KEY", "EMPTY")),
-                        max_concurrency=args.concurrency, timeout_seconds=args.timeout,
-                        max_retries=args.retries)
+        # One endpoint, named as a lone base_url is, whose limit may be "auto".
+        vlm = VlmConfig.model_validate({
+            "model": args.model, "api_key": SecretStr(os.environ.get("VLM_API_KEY", "EMPTY")),
+            "timeout_seconds": args.timeout, "max_retries": args.retries,
+            "endpoints": [{"name": "default", "base_url": args.base_url,
+                           "max_concurrency": args.concurrency}]})
         detection = DetectionConfig(min_confidence=args.min_confidence,
                                     consecutive_matches=args.consecutive)
         pre = PreprocessConfig(clahe=not args.no_clahe, max_pixels=args.max_pixels)
@@ -127,40 +129,59 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
 # --- probe ----------------------------------------------------------------------
 
-async def _probe(cfg: VlmConfig) -> tuple[bool, str]:
+async def _probe_one(client: VlmClient, endpoint: Endpoint) -> tuple[bool, str]:
+    status = await client.check(endpoint)
+    if not status.usable:
+        return False, status.reason or "not usable"
+    # One real round trip: a red square on grey, which any VLM should see.
+    image = np.full((448, 448, 3), 128, np.uint8)
+    cv2.rectangle(image, (150, 150), (300, 300), (0, 0, 230), -1)
+    prepared = prepare(image, max_pixels=448 * 448, clahe=False)
+    start = time.perf_counter()
+    try:
+        analysis = await client.ask(endpoint, prepared.jpeg, ["a red square"])
+    except VlmError as e:
+        return False, str(e)
+    took = time.perf_counter() - start
+    sees = "sees" if analysis.verdicts[0].present else "does NOT see"
+    return True, (f"model {endpoint.model} at {redact_url(endpoint.base_url)} answered in {took:.2f} s "
+                  f"({analysis.prompt_tokens} prompt tokens, max_model_len "
+                  f"{status.max_model_len or 'unknown'}); it {sees} the red test square")
+
+
+async def _probe(cfg: VlmConfig) -> list[tuple[str, bool, str]]:
+    """Each endpoint: its name, whether it is usable, and what was found, in one line."""
     client = VlmClient(cfg, Metrics())
     try:
-        status = await client.check()
-        if not status.usable:
-            return False, status.reason or "not usable"
-        # One real round trip: a red square on grey, which any VLM should see.
-        image = np.full((448, 448, 3), 128, np.uint8)
-        cv2.rectangle(image, (150, 150), (300, 300), (0, 0, 230), -1)
-        prepared = prepare(image, max_pixels=448 * 448, clahe=False)
-        start = time.perf_counter()
-        try:
-            analysis = await client.analyze(prepared.jpeg, ["a red square"])
-        except VlmError as e:
-            return False, str(e)
-        took = time.perf_counter() - start
-        sees = "sees" if analysis.verdicts[0].present else "does NOT see"
-        return True, (f"model {cfg.model} at {redact_url(cfg.base_url)} answered in {took:.2f} s "
-                      f"({analysis.prompt_tokens} prompt tokens, max_model_len "
-                      f"{status.max_model_len or 'unknown'}); it {sees} the red test square")
+        return [(e.name, *await _probe_one(client, e)) for e in client.endpoints]
     finally:
         await client.close()
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    ok, message = asyncio.run(_probe(config.vlm))
-    if not ok:
-        return fail(f"model server not usable: {message}")
-    print(f"ok: {message}")
+    results = asyncio.run(_probe(config.vlm))
+    named = config.vlm.endpoints is not None
+    for name, ok, message in results:
+        if ok:
+            print(f"ok: {name + ': ' if named else ''}{message}")
+    failed = [(name, message) for name, ok, message in results if not ok]
+    if failed:
+        return fail("; ".join(f"model server {name + ' ' if named else ''}not usable: {message}"
+                              for name, message in failed))
     return 0
 
 
 # --- entry point ------------------------------------------------------------------
+
+def _concurrency(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("a number, or auto") from None
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -191,7 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--interval", type=float, default=1.0, help="seconds of video per sample")
     sc.add_argument("--min-confidence", type=int, default=7)
     sc.add_argument("--consecutive", type=int, default=2)
-    sc.add_argument("--concurrency", type=int, default=4, help="requests in flight")
+    sc.add_argument("--concurrency", type=_concurrency, default="auto",
+                    help="requests in flight: a number, or auto (default: as many as the server "
+                    "answers without slowing down)")
     sc.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
     # A recording has no stale frames, so a failed request is worth more tries than live.
     sc.add_argument("--retries", type=int, default=3, help="retries per failed request")

@@ -15,14 +15,16 @@ from typing import Protocol
 
 from monitor import logs
 from monitor.backoff import backoff_delay
-from monitor.vlm import Unavailable, VlmClient, VlmError
+from monitor.vlm import Endpoint, Unavailable, VlmClient, VlmError
 
 
 class ModelWatch:
-    """Knows whether the model server is usable; probes it, with backoff, while it is not.
+    """Knows whether each model endpoint is usable; probes, with backoff, those that are not.
 
-    Logs only when the state or the reason changes, so a dead server is one
-    line, not one per frame.
+    ``ready`` is set while at least one endpoint is usable. Logs only when an
+    endpoint's state or reason changes, so a dead server is one line, not one
+    per frame. An endpoint that does not serve its model is given up (it will
+    not mend itself); when every endpoint is, that is fatal.
     """
 
     RECHECK_S = 30.0
@@ -32,44 +34,82 @@ class ModelWatch:
         self.ready = asyncio.Event()
         self.fatal: str | None = None
         self.fatal_event = asyncio.Event()
-        self.reason: str | None = "the model server has not been checked yet"
-        self._wake = asyncio.Event()
+        self._reasons: dict[str, str | None] = {
+            e.name: "the model server has not been checked yet" for e in client.endpoints}
+        self._given_up: set[str] = set()
+        self._notifying: set[asyncio.Task[None]] = set()
+        self._wake = {e.name: asyncio.Event() for e in client.endpoints}
+        for endpoint in client.endpoints:
+            endpoint.healthy = False  # until its first check
         self._log = logs.get("monitor.vlm")
+
+    @property
+    def reason(self) -> str | None:
+        """Why no endpoint is usable, in one line; None while one is."""
+        if self.ready.is_set():
+            return None
+        if len(self._reasons) == 1:
+            return next(iter(self._reasons.values()))
+        return "; ".join(f"{name}: {why}" for name, why in self._reasons.items())
 
     def note(self, error: VlmError) -> None:
         """A model call failed. A server that cannot be reached or timed out is down until
         a probe says otherwise; one that answered, even with a 5xx, is not."""
-        if isinstance(error, Unavailable) and error.outcome in ("connection_error", "timeout"):
-            if self.ready.is_set():
-                self.ready.clear()
-                self.reason = str(error)
-                self._log.warning("model server unavailable", reason=self.reason)
-            self._wake.set()
+        if not (isinstance(error, Unavailable) and error.outcome in ("connection_error", "timeout")):
+            return
+        for endpoint in self.client.endpoints:
+            if endpoint.name == error.endpoint and endpoint.healthy:
+                self._set(endpoint, False, str(error))
+                self._log.warning("model server unavailable", endpoint=endpoint.name, reason=str(error))
+                self._wake[endpoint.name].set()
+
+    def _set(self, endpoint: Endpoint, usable: bool, reason: str | None) -> None:
+        changed = endpoint.healthy != usable
+        endpoint.healthy = usable
+        self._reasons[endpoint.name] = reason
+        if any(e.healthy for e in self.client.endpoints):
+            self.ready.set()
+        else:
+            self.ready.clear()
+        self.client.metrics.vlm_up.set(1 if self.ready.is_set() else 0)
+        if changed:  # requests waiting for a slot may now have another endpoint to go to
+            task = asyncio.get_running_loop().create_task(self.client.health_changed())
+            self._notifying.add(task)
+            task.add_done_callback(self._notifying.discard)
 
     async def run(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            for endpoint in self.client.endpoints:
+                tg.create_task(self._probe(endpoint), name=f"model-watch-{endpoint.name}")
+
+    async def _probe(self, endpoint: Endpoint) -> None:
         attempt = 0
         last_reason: str | None = None
+        wake = self._wake[endpoint.name]
         while True:
-            status = await self.client.check()
+            status = await self.client.check(endpoint)
             if status.usable:
-                if not self.ready.is_set():
-                    self._log.info("model server ready", model=self.client.cfg.model,
+                if not endpoint.healthy:
+                    self._log.info("model server ready", endpoint=endpoint.name, model=endpoint.model,
                                    max_model_len=status.max_model_len)
-                self.reason, last_reason, attempt = None, None, 0
-                self.ready.set()
-                self._wake.clear()
+                self._set(endpoint, True, None)
+                last_reason, attempt = None, 0
+                wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.RECHECK_S)
+                    await asyncio.wait_for(wake.wait(), self.RECHECK_S)
                 continue
-            self.ready.clear()
-            self.reason = status.reason
+            self._set(endpoint, False, status.reason)
             if status.reachable and not status.serves_model:
-                # A wrong model name will not mend itself: say so and stop.
-                self.fatal = status.reason
-                self.fatal_event.set()
+                # A wrong model name will not mend itself: give this endpoint up.
+                self._given_up.add(endpoint.name)
+                self._log.error("model endpoint given up", endpoint=endpoint.name, reason=status.reason)
+                if self._given_up == set(self._wake):
+                    self.fatal = status.reason
+                    self.fatal_event.set()
                 return
             if status.reason != last_reason:
-                self._log.warning("model server unavailable, retrying", reason=status.reason)
+                self._log.warning("model server unavailable, retrying", endpoint=endpoint.name,
+                                  reason=status.reason)
                 last_reason = status.reason
             await asyncio.sleep(backoff_delay(attempt, 1.0, 30.0))
             attempt += 1

@@ -119,7 +119,9 @@ async def scan(video: str, target: Target, vlm: VlmConfig, detection: DetectionC
     outcome = ScanOutcome(None, 0, 0)
     try:
         samples = file_samples(video, interval)
-        async for sample, result in ordered(samples, analyzer, vlm.max_concurrency):
+        # With an "auto" limit the client's endpoint bounds the calls; the window only bounds
+        # the frames decoded ahead (a 1080p frame is 6 MB).
+        async for sample, result in ordered(samples, analyzer, min(vlm.total_concurrency, 16)):
             error = result.targets[0].error
             if isinstance(error, Unavailable | Rejected):
                 raise ScanError(str(error))

@@ -43,6 +43,7 @@ class Seen:
     confidence: int
     description: str
     jpeg: bytes | None  # what the model was shown, for the alert's snapshot
+    model: str | None  # the model that judged it
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,7 +217,8 @@ class StreamRunner:
             if obs is Observation.MATCH:
                 self.metrics.matches.labels(name, r.target.name).inc()
             jpeg = result.prepared.jpeg if result.prepared else None
-            seen = Seen(sample.offset, sample.wall, verdict.confidence, verdict.description, jpeg)
+            model = result.analysis.model if result.analysis else None
+            seen = Seen(sample.offset, sample.wall, verdict.confidence, verdict.description, jpeg, model)
             event = self.detectors[r.target.name].observe(obs, seen)
             if isinstance(event, Raised) and self._cooling(r.target.name, event.first.offset):
                 self._log.info("target detected again within the cooldown; no alert",
@@ -225,7 +227,7 @@ class StreamRunner:
                 first, last = event.first, event.last
                 self._last_alert[r.target.name] = first.offset
                 alert = Alert.detected(name, r.target.name, first.wall, first.offset,
-                                       last.confidence, last.description)
+                                       last.confidence, last.description, last.model)
                 self.metrics.alerts.labels(name, r.target.name).inc()
                 self._log.info("target detected", target=r.target.name, alert_id=alert.id,
                                first_seen_offset_seconds=first.offset)

@@ -201,12 +201,13 @@ class VlmClient:
         held = _held.get()
         endpoint = held or await self._acquire()
         try:
-            return await self._ask(endpoint, jpeg, targets)
+            return await self.ask(endpoint, jpeg, targets)
         finally:
             if held is None:
                 await self._release(endpoint)
 
-    async def _ask(self, endpoint: Endpoint, jpeg: bytes, targets: Sequence[str]) -> Analysis:
+    async def ask(self, endpoint: Endpoint, jpeg: bytes, targets: Sequence[str]) -> Analysis:
+        """``analyze`` on this endpoint, whatever its load (``probe`` asks each in turn)."""
         image_url = "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
         messages: list[ChatCompletionMessageParam] = [{
             "role": "user",

@@ -25,11 +25,14 @@ class Alert:
 
     @classmethod
     def detected(cls, stream: str, target: str, first_seen: datetime, first_offset: float,
-                 confidence: int, description: str) -> Alert:
-        return cls("target_detected", stream, {
+                 confidence: int, description: str, model: str | None = None) -> Alert:
+        fields: dict[str, Any] = {
             "target": target, "first_seen": iso_utc(first_seen),
             "first_seen_offset_seconds": first_offset, "confidence": confidence,
-            "description": description})
+            "description": description}
+        if model is not None:
+            fields["model"] = model  # which model judged (a fallback's may differ)
+        return cls("target_detected", stream, fields)
 
     @classmethod
     def cleared(cls, stream: str, target: str, last_seen: datetime, last_offset: float) -> Alert:
