@@ -164,8 +164,9 @@ class Daemon:
             snapshots = Snapshots(state_dir / "snapshots", max_count=snap.max_count,
                                   max_age_s=snap.max_age_days * 86400,
                                   max_bytes=int(snap.max_total_mb * 1e6)) if snap.enabled else None
-            dispatcher = Dispatcher(make_sinks(config.alerts, config.sink_names(), snapshots),
-                                    self.metrics, outbox, snapshots)
+            sinks = make_sinks(config.alerts, config.sink_names(), snapshots, _targets(config))
+            dispatcher = Dispatcher(sinks, self.metrics, outbox, snapshots)
+            dispatcher.show_status(watch.ready.is_set)
             stack.push_async_callback(dispatcher.close)
             await dispatcher.open()
         except (OSError, sqlite3.Error) as e:
@@ -296,6 +297,7 @@ class Daemon:
                 else set()
             self.metrics.forget_stream(name, [t.name for t in before[name].stream.targets
                                               if t.name not in kept], whole=name in plan.removed)
+        await parts.shared.dispatcher.streams_changed(_targets(plan.config))
         after = plan.config.stream_settings()
         for name in plan.restarted + plan.added:
             self._start_stream(parts, after[name])
@@ -314,3 +316,6 @@ class Daemon:
             await asyncio.sleep(interval)
 
 
+def _targets(config: Config) -> list[tuple[str, list[str]]]:
+    """Each stream's name and its targets' names, for sinks that show them (Home Assistant)."""
+    return [(s.name, [t.name for t in s.targets]) for s in config.streams]

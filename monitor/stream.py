@@ -132,6 +132,7 @@ class StreamRunner:
                          max_reuse_seconds=sc.max_reuse_seconds) if sc.enabled else None
         if not live:
             self.metrics.stream_up.labels(cfg.name).set(1)
+            await self.dispatcher.camera(cfg.name, True)
             analyzer = FrameAnalyzer(self.client, cfg.targets, settings.preprocess,
                                      WaitForServer(self.watch, self.stopping), gate)
             samples = file_samples(url, cfg.sample_interval_seconds, realtime=cfg.realtime,
@@ -167,12 +168,14 @@ class StreamRunner:
             self.metrics.stream_reconnects.labels(name).inc()
         elif change.kind == "decode":
             log.info("decoding", mode=change.detail)
-        elif change.kind == "up":
-            self.metrics.stream_up.labels(name).set(1)
-            log.info("stream up")
-        elif change.kind == "down":
-            self.metrics.stream_up.labels(name).set(0)
-            log.warning("stream down", reason=change.detail)
+        elif change.kind in ("up", "down"):
+            up = change.kind == "up"
+            self.metrics.stream_up.labels(name).set(1 if up else 0)
+            if up:
+                log.info("stream up")
+            else:
+                log.warning("stream down", reason=change.detail)
+            self._announcements.create_task(self.dispatcher.camera(name, up))
         else:
             alert = Alert.stream_state(name, change.kind == "stream_up", datetime.now(UTC), change.detail)
             self._announcements.create_task(self.dispatcher.publish(alert))

@@ -13,7 +13,7 @@ import aiomqtt
 import yaml
 
 from monitor.alerts.model import Alert
-from monitor.alerts.mqtt import messages, topic_part
+from monitor.alerts.topics import messages, topic_part
 from tests.conftest import free_port, start_cli
 from tests.fakes.vllm import FakeVLM
 

@@ -20,13 +20,13 @@ import asyncio
 import sqlite3
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from monitor import logs
 from monitor.alerts.model import Alert
 from monitor.alerts.outbox import Outbox
-from monitor.alerts.sink import GiveUp, Retry, Sink
+from monitor.alerts.sink import GiveUp, Retry, Sink, StateSink
 from monitor.alerts.snapshots import Snapshots
 from monitor.backoff import backoff_delay
 from monitor.metrics import Metrics
@@ -83,6 +83,29 @@ class Dispatcher:
             self._hold(_Unstored(alert, names, snapshot), _error(e))
             return
         self._wake_sinks(names)
+
+    # --- what is current, for the sinks that show it ----------------------------------
+
+    def _stateful(self) -> list[StateSink]:
+        return [s for s in self.sinks if isinstance(s, StateSink)]
+
+    def show_status(self, model_usable: Callable[[], bool]) -> None:
+        """Let the sinks that show state read the model server's state and the backlog."""
+        def status() -> tuple[bool, int]:
+            pending = sum(self.metrics.registry.get_sample_value(
+                "vlm_monitor_alerts_pending", {"sink": s.name}) or 0 for s in self.sinks)
+            return model_usable(), int(pending) + len(self._unstored)
+
+        for sink in self._stateful():
+            sink.status = status
+
+    async def camera(self, stream: str, up: bool) -> None:
+        for sink in self._stateful():
+            await sink.camera(stream, up)
+
+    async def streams_changed(self, streams: Sequence[tuple[str, Sequence[str]]]) -> None:
+        for sink in self._stateful():
+            await sink.streams_changed(streams)
 
     @property
     def problem(self) -> str | None:

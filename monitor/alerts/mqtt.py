@@ -1,54 +1,51 @@
-"""An MQTT sink with Home Assistant-friendly topics, over one long-lived connection.
+"""An MQTT sink with Home Assistant-friendly topics (``topics``) and discovery (``discovery``),
+over one long-lived connection.
 
-    {prefix}/availability               "online" / "offline" (retained; "offline" is the will)
-    {prefix}/{stream}/status            "online" / "offline" (retained; stream_up / stream_down)
-    {prefix}/{stream}/{target}/state    "ON" / "OFF"          (retained; detected / cleared)
-    {prefix}/{stream}/events            every alert's JSON payload (not retained)
-
-Messages go out at QoS 1 and count as delivered once the broker acknowledges
-them; while the broker is away, deliveries wait in the outbox and are retried.
+Alerts go out at QoS 1 and count as delivered once the broker acknowledges
+them; while the broker is away, deliveries wait in the outbox and are
+retried. What is current rather than an event (a camera up or down, the
+model server's state, the alerts pending) is kept here and published,
+retained, as it changes and again on every reconnect.
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
+import contextlib
 import ssl
+from collections.abc import Callable, Sequence
 
 import aiomqtt
 
 from monitor import logs
+from monitor.alerts import discovery
 from monitor.alerts.model import Alert
 from monitor.alerts.sink import DeliveryPolicy, Retry
+from monitor.alerts.snapshots import Snapshots
+from monitor.alerts.topics import messages, topic_part
 from monitor.backoff import backoff_delay
 from monitor.config import MqttSinkConfig
 
-
-def topic_part(name: str) -> str:
-    """A name as one topic level: lowercase, no '/', '+', '#' or spaces."""
-    return re.sub(r"[^a-z0-9_.-]+", "_", name.lower()).strip("_") or "_"
-
-
-def messages(prefix: str, alert: Alert) -> list[tuple[str, bytes, bool]]:
-    """(topic, payload, retain) for one alert. Pure."""
-    base = f"{prefix}/{topic_part(alert.stream)}"
-    out = [(f"{base}/events", alert.body(), False)]
-    target = alert.fields.get("target")
-    if alert.event in ("target_detected", "target_cleared") and isinstance(target, str):
-        state = b"ON" if alert.event == "target_detected" else b"OFF"
-        out.append((f"{base}/{topic_part(target)}/state", state, True))
-    elif alert.event in ("stream_up", "stream_down"):
-        out.append((f"{base}/status", b"online" if alert.event == "stream_up" else b"offline", True))
-    return out
+# (whether the model server is usable, alerts pending): read every STATUS_S.
+DaemonStatus = Callable[[], tuple[bool, int]]
+STATUS_S = 10.0
+# How long to listen for the retained discovery configs of an earlier run.
+RETAINED_S = 1.0
 
 
 class MqttSink:
-    def __init__(self, name: str, cfg: MqttSinkConfig) -> None:
+    def __init__(self, name: str, cfg: MqttSinkConfig, snapshots: Snapshots | None = None,
+                 streams: Sequence[tuple[str, Sequence[str]]] = ()) -> None:
         self.name = name
         self.policy = DeliveryPolicy.of(cfg)
         self.cfg = cfg
         self.prefix = cfg.topic_prefix.rstrip("/")
         self.availability = f"{self.prefix}/availability"
+        self.snapshots = snapshots
+        self.status: DaemonStatus | None = None  # set by the daemon
+        self._streams = list(streams)
+        self._camera: dict[str, bytes] = {}  # stream -> b"online" / b"offline", the latest
+        self._published: set[str] = set()  # discovery config topics that are ours now
         self._client: aiomqtt.Client | None = None
         self._log = logs.get("monitor.alerts.mqtt").bind(sink=name)
 
@@ -71,8 +68,7 @@ class MqttSink:
                     self._client, attempt, last_error = client, 0, ""
                     self._log.info("connected to the MQTT broker", broker=f"{self.cfg.host}:{self.cfg.port}")
                     try:
-                        async for _ in client.messages:  # returns (raises) when the connection drops
-                            pass
+                        await self._connected(client)
                     except asyncio.CancelledError:
                         self._client = None
                         await client.publish(self.availability, b"offline", qos=1, retain=True)
@@ -87,6 +83,76 @@ class MqttSink:
             await asyncio.sleep(backoff_delay(attempt, 1.0, 30.0))
             attempt += 1
 
+    async def _connected(self, client: aiomqtt.Client) -> None:
+        """While connected: discovery, the current states, then the status every STATUS_S.
+        Returns (raises) when the connection drops."""
+        retained: set[str] = set()
+        wildcard = f"{self.cfg.discovery_prefix}/+/{discovery.node_id(self.prefix)}/+/config"
+        if self.cfg.discovery:
+            await client.subscribe(wildcard, qos=1)
+
+        async def listen() -> None:
+            async for message in client.messages:
+                if message.payload:
+                    retained.add(str(message.topic))
+
+        listener = asyncio.create_task(listen())  # ends (raises) when the connection drops
+        try:
+            if self.cfg.discovery:
+                await asyncio.sleep(RETAINED_S)  # the broker sends what is retained at once
+                await client.unsubscribe(wildcard)
+                self._published = retained
+                await self._discover(client)
+            for stream, state in list(self._camera.items()):
+                await client.publish(self._status_topic(stream), state, qos=1, retain=True)
+            while not listener.done():
+                await self._publish_status(client)
+                await asyncio.wait([listener], timeout=STATUS_S)
+            listener.result()
+        finally:
+            listener.cancel()
+
+    async def _discover(self, client: aiomqtt.Client) -> None:
+        """Publish the configs of today's streams and targets; delete those of removed ones."""
+        wanted = discovery.configs(self.prefix, self.cfg.discovery_prefix, self._streams)
+        for topic in sorted(self._published - set(wanted)):
+            await client.publish(topic, b"", qos=1, retain=True)  # an empty config removes it
+        for topic, payload in wanted.items():
+            await client.publish(topic, discovery.encode(payload), qos=1, retain=True)
+        self._published = set(wanted)
+
+    async def _publish_status(self, client: aiomqtt.Client) -> None:
+        if self.status is None:
+            return
+        usable, pending = self.status()
+        await client.publish(f"{self.prefix}/model", b"online" if usable else b"offline",
+                             qos=1, retain=True)
+        await client.publish(f"{self.prefix}/alerts_pending", str(pending).encode(), qos=1, retain=True)
+
+    def _status_topic(self, stream: str) -> str:
+        return f"{self.prefix}/{topic_part(stream)}/status"
+
+    async def camera(self, stream: str, up: bool) -> None:
+        """A camera came up or went down: its status, at once (alerts wait for a hold-off)."""
+        state = b"online" if up else b"offline"
+        if self._camera.get(stream) == state:
+            return
+        self._camera[stream] = state
+        client = self._client
+        if client is not None:
+            with contextlib.suppress(aiomqtt.MqttError):  # republished on reconnect
+                await client.publish(self._status_topic(stream), state, qos=1, retain=True)
+
+    async def streams_changed(self, streams: Sequence[tuple[str, Sequence[str]]]) -> None:
+        """After a reload: entities of new streams and targets appear, removed ones go."""
+        self._streams = list(streams)
+        names = {s for s, _ in streams}
+        self._camera = {s: v for s, v in self._camera.items() if s in names}
+        client = self._client
+        if client is not None and self.cfg.discovery:
+            with contextlib.suppress(aiomqtt.MqttError):  # done again on reconnect
+                await self._discover(client)
+
     async def deliver(self, alert: Alert) -> None:
         client = self._client
         if client is None:
@@ -94,6 +160,13 @@ class MqttSink:
         try:
             for topic, payload, retain in messages(self.prefix, alert):
                 await client.publish(topic, payload, qos=1, retain=retain)
+            snapshot = alert.fields.get("snapshot")
+            target = alert.fields.get("target")
+            if self.snapshots is not None and isinstance(snapshot, str) and isinstance(target, str):
+                jpeg = self.snapshots.read(snapshot)
+                if jpeg is not None:
+                    topic = f"{self.prefix}/{topic_part(alert.stream)}/{topic_part(target)}/snapshot"
+                    await client.publish(topic, jpeg, qos=1, retain=True)
         except aiomqtt.MqttError as e:
             raise Retry(f"MQTT: {type(e).__name__}") from None
 

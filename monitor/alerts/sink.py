@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from monitor.alerts.model import Alert
 from monitor.config import SinkBase
@@ -39,3 +40,14 @@ class Sink(Protocol):
     async def deliver(self, alert: Alert) -> None: ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class StateSink(Protocol):
+    """A sink that also shows what is current, not only events (MQTT for Home Assistant)."""
+
+    status: Callable[[], tuple[bool, int]] | None  # (model server usable, alerts pending)
+
+    async def camera(self, stream: str, up: bool) -> None: ...
+
+    async def streams_changed(self, streams: Sequence[tuple[str, Sequence[str]]]) -> None: ...

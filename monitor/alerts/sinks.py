@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+from collections.abc import Sequence
 from dataclasses import replace
 
 import httpx
@@ -91,8 +92,8 @@ class WebhookSink:
         await self._client.aclose()
 
 
-def make_sinks(configs: list[SinkConfig], names: list[str],
-               snapshots: Snapshots | None = None) -> list[Sink]:
+def make_sinks(configs: list[SinkConfig], names: list[str], snapshots: Snapshots | None = None,
+               streams: Sequence[tuple[str, Sequence[str]]] = ()) -> list[Sink]:
     sinks: list[Sink] = []
     for cfg, name in zip(configs, names, strict=True):
         if isinstance(cfg, LogSinkConfig):
@@ -100,5 +101,5 @@ def make_sinks(configs: list[SinkConfig], names: list[str],
         elif isinstance(cfg, WebhookSinkConfig):
             sinks.append(WebhookSink(name, cfg, snapshots))
         else:
-            sinks.append(MqttSink(name, cfg))
+            sinks.append(MqttSink(name, cfg, snapshots, streams))
     return sinks

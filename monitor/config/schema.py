@@ -245,6 +245,9 @@ class MqttSinkConfig(SinkBase):
     tls: bool = False
     client_id: str = "vlm-monitor"
     topic_prefix: str = Field("vlm-monitor", pattern=r"^[^#+]+$")
+    # Home Assistant MQTT discovery: entities for every camera and target appear by themselves.
+    discovery: bool = True
+    discovery_prefix: str = Field("homeassistant", pattern=r"^[^#+]+$")
     # target_cleared turns a target's state topic OFF, so it is on by default here.
     events: list[EventName] = Field(default_factory=_all_events, min_length=1)
     retry_max_delay_seconds: float = Field(30.0, ge=1, le=3600)

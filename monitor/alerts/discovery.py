@@ -1,0 +1,86 @@
+"""Home Assistant MQTT discovery: the retained config messages that make entities appear.
+
+Pure: from the topic prefix, the discovery prefix and the streams with their
+targets, the config topic and payload of every entity. Per stream a device
+with a connectivity sensor (the camera up or down) and, per target, an
+occupancy sensor (ON while an episode lasts, the last detection's details as
+attributes) and an image (the last alert's snapshot); one device for the
+daemon with the model server's state and the alerts still pending.
+
+Unique ids are built from names only (the topic prefix, the stream's and the
+target's), so they survive restarts; entities follow the daemon's will and
+their camera's status, so a stopped daemon shows them unavailable, not OFF.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import unicodedata
+from collections.abc import Sequence
+from typing import Any
+
+from monitor import __version__
+from monitor.alerts.topics import topic_part
+
+
+def object_id(name: str) -> str:
+    """A name as a Home Assistant object id: ASCII letters, digits, '_'. Accents are dropped
+    (Café → cafe); a name with no Latin letters gets a digest, so it stays unique and stable."""
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    out = re.sub(r"[^a-z0-9]+", "_", ascii_name.lower()).strip("_")
+    if len(out) < max(1, len(name) // 3):  # most of the name was not Latin
+        out = (out + "_" if out else "") + hashlib.sha256(name.encode()).hexdigest()[:8]
+    return out
+
+
+def node_id(prefix: str) -> str:
+    return f"vlm_monitor_{object_id(prefix)}"
+
+
+def configs(prefix: str, discovery_prefix: str,
+            streams: Sequence[tuple[str, Sequence[str]]]) -> dict[str, dict[str, Any]]:
+    """{config topic: payload} for every entity of the daemon and its streams."""
+    node = node_id(prefix)
+    daemon = {"identifiers": [node], "name": f"vlm-monitor {prefix}", "manufacturer": "vlm-monitor",
+              "model": "vlm-monitor daemon", "sw_version": __version__}
+    online = {"topic": f"{prefix}/availability"}
+    out: dict[str, dict[str, Any]] = {}
+
+    def add(platform: str, oid: str, payload: dict[str, Any]) -> None:
+        out[f"{discovery_prefix}/{platform}/{node}/{oid}/config"] = {
+            "unique_id": f"{node}_{oid}", "object_id": f"{node}_{oid}", **payload}
+
+    add("binary_sensor", "model_server", {
+        "name": "Model server", "device_class": "connectivity", "state_topic": f"{prefix}/model",
+        "payload_on": "online", "payload_off": "offline", "availability": [online], "device": daemon})
+    add("sensor", "alerts_pending", {
+        "name": "Alerts pending", "state_topic": f"{prefix}/alerts_pending", "state_class": "measurement",
+        "icon": "mdi:bell-ring-outline", "availability": [online], "device": daemon})
+    for stream, targets in streams:
+        sid = object_id(stream)
+        status = f"{prefix}/{topic_part(stream)}/status"
+        device = {"identifiers": [f"{node}_{sid}"], "name": stream, "manufacturer": "vlm-monitor",
+                  "model": "camera watched by vlm-monitor", "sw_version": __version__,
+                  "via_device": node}
+        camera = {"topic": status, "payload_available": "online", "payload_not_available": "offline"}
+        add("binary_sensor", f"{sid}_connectivity", {
+            "name": "Camera", "device_class": "connectivity", "state_topic": status,
+            "payload_on": "online", "payload_off": "offline", "availability": [online], "device": device})
+        for target in targets:
+            tid = f"{sid}_{object_id(target)}"
+            base = f"{prefix}/{topic_part(stream)}/{topic_part(target)}"
+            both = {"availability": [online, camera], "availability_mode": "all", "device": device}
+            add("binary_sensor", tid, {
+                "name": target, "device_class": "occupancy", "state_topic": f"{base}/state",
+                "payload_on": "ON", "payload_off": "OFF", "json_attributes_topic": f"{base}/attributes",
+                **both})
+            add("image", f"{tid}_snapshot", {
+                "name": f"{target} (last alert)", "image_topic": f"{base}/snapshot",
+                "content_type": "image/jpeg", **both})
+    return out
+
+
+def encode(payload: dict[str, Any]) -> bytes:
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
