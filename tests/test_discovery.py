@@ -44,16 +44,17 @@ def test_every_entity_has_what_home_assistant_requires() -> None:
     assert len(set(ids)) == len(ids)
     for topic, payload in out.items():
         prefix, platform, node, _oid, last = topic.split("/")
-        assert (prefix, last) == ("homeassistant", "config") and node == "vlm_monitor_vlm_monitor"
+        assert (prefix, last) == ("homeassistant", "config") and node == "vlm_monitor"
         assert REQUIRED[platform] <= payload.keys(), topic
+        assert payload["default_entity_id"] == f"{platform}.{payload['unique_id']}"
         assert payload.get("device_class") in DEVICE_CLASSES[platform], topic
         assert payload["device"]["identifiers"] and payload["availability"][0]["topic"] == \
             "vlm-monitor/availability"
-    occupancy = out["homeassistant/binary_sensor/vlm_monitor_vlm_monitor/door_a_person_wearing_a_red_shirt/config"]
+    occupancy = out["homeassistant/binary_sensor/vlm_monitor/door_a_person_wearing_a_red_shirt/config"]
     assert occupancy["state_topic"] == "vlm-monitor/door/a_person_wearing_a_red_shirt/state"
     assert occupancy["availability_mode"] == "all"  # the daemon and the camera both online
     assert occupancy["availability"][1]["topic"] == "vlm-monitor/door/status"
-    assert occupancy["device"]["via_device"] == "vlm_monitor_vlm_monitor"
+    assert occupancy["device"]["via_device"] == "vlm_monitor"
 
 
 class Watcher:
@@ -125,8 +126,8 @@ def test_home_assistant_sees_cameras_and_targets_come_and_go(
     watcher = Watcher(broker.port)
     write(["door", "yard"])
     daemon = start_cli("run", "--config", str(cfg))
-    door = "homeassistant/binary_sensor/vlm_monitor_vlm_monitor/door_a_person_wearing_a_red_shirt/config"
-    yard = "homeassistant/binary_sensor/vlm_monitor_vlm_monitor/yard_connectivity/config"
+    door = "homeassistant/binary_sensor/vlm_monitor/door_a_person_wearing_a_red_shirt/config"
+    yard = "homeassistant/binary_sensor/vlm_monitor/yard_connectivity/config"
     try:
         watcher.wait(door)
         watcher.wait(yard)

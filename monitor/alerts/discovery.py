@@ -36,21 +36,26 @@ def object_id(name: str) -> str:
 
 
 def node_id(prefix: str) -> str:
-    return f"vlm_monitor_{object_id(prefix)}"
+    """The daemon's id: its topic prefix (``vlm-monitor`` → ``vlm_monitor``), so that two
+    daemons on one broker, with two prefixes, are two devices."""
+    return object_id(prefix)
 
 
 def configs(prefix: str, discovery_prefix: str,
             streams: Sequence[tuple[str, Sequence[str]]]) -> dict[str, dict[str, Any]]:
     """{config topic: payload} for every entity of the daemon and its streams."""
     node = node_id(prefix)
-    daemon = {"identifiers": [node], "name": f"vlm-monitor {prefix}", "manufacturer": "vlm-monitor",
+    name = "vlm-monitor" if prefix == "vlm-monitor" else f"vlm-monitor ({prefix})"
+    daemon = {"identifiers": [node], "name": name, "manufacturer": "vlm-monitor",
               "model": "vlm-monitor daemon", "sw_version": __version__}
     online = {"topic": f"{prefix}/availability"}
     out: dict[str, dict[str, Any]] = {}
 
     def add(platform: str, oid: str, payload: dict[str, Any]) -> None:
+        # default_entity_id (Home Assistant 2025.10 and later) replaced object_id, which
+        # stopped working in 2026.4.
         out[f"{discovery_prefix}/{platform}/{node}/{oid}/config"] = {
-            "unique_id": f"{node}_{oid}", "object_id": f"{node}_{oid}", **payload}
+            "unique_id": f"{node}_{oid}", "default_entity_id": f"{platform}.{node}_{oid}", **payload}
 
     add("binary_sensor", "model_server", {
         "name": "Model server", "device_class": "connectivity", "state_topic": f"{prefix}/model",
