@@ -150,16 +150,24 @@ def test_home_assistant_sees_cameras_and_targets_come_and_go(
         assert daemon.wait(60) == 0  # the recording ended
         watcher.wait("vlm-monitor/availability", b"offline")  # entities show unavailable, not OFF
 
-        # A restart republishes the same unique ids, and deletes nothing of today's.
+        # Restarted with only the yard camera (door removed while it was stopped): the door's
+        # configs are deleted at start, the yard's come back with the unique ids they had.
         seen = len(watcher.messages)
+        write(["yard"])
         daemon = start_cli("run", "--config", str(cfg))
         deadline = time.monotonic() + 20
-        while not any(t == door for t, _ in watcher.messages[seen:]):
-            assert time.monotonic() < deadline, "no discovery after the restart"
+        while not any(t == door and p == b"" for t, p in watcher.messages[seen:]):
+            assert time.monotonic() < deadline, "the removed camera's configs stayed after a restart"
             time.sleep(0.05)
+        deadline = time.monotonic() + 10
+        while not watcher.last(yard):  # republished after the deletions
+            assert time.monotonic() < deadline, "the yard's configs did not come back"
+            time.sleep(0.05)
+        time.sleep(0.5)
         again = watcher.configs()
+        assert not any("/door" in t for t in again)
         assert {t: p["unique_id"] for t, p in again.items()} == \
-            {t: p["unique_id"] for t, p in first.items() if "/yard" not in t}
+            {t: p["unique_id"] for t, p in first.items() if "/door" not in t}
     finally:
         daemon.terminate()
         daemon.communicate(timeout=30)
