@@ -165,7 +165,11 @@ class VlmClient:
     async def _acquire(self) -> Endpoint:
         async with self._changed:
             while (endpoint := self._pick()) is None:
-                await self._changed.wait()
+                try:
+                    await self._changed.wait()
+                except asyncio.CancelledError:
+                    self._changed.notify(1)  # a wake-up meant for us goes to the next waiter
+                    raise
             endpoint.inflight += 1
         self.metrics.endpoint_inflight.labels(endpoint.name).set(endpoint.inflight)
         return endpoint
@@ -173,7 +177,9 @@ class VlmClient:
     async def _release(self, endpoint: Endpoint) -> None:
         async with self._changed:
             endpoint.inflight -= 1
-            self._changed.notify_all()
+            # One slot is free: wake one waiter. Waking them all (a hundred cameras wait
+            # here) cost O(cameras²) wake-ups a second and starved the event loop.
+            self._changed.notify(1)
         self.metrics.endpoint_inflight.labels(endpoint.name).set(endpoint.inflight)
 
     async def health_changed(self) -> None:
@@ -249,8 +255,10 @@ class VlmClient:
         except (AnswerError, AttributeError, TypeError, ValueError) as e:
             raise self._failed(endpoint, BadAnswer(f"model answer not understood: {e}")) from None
         if endpoint.adaptive is not None:
-            endpoint.limit = endpoint.adaptive.update(latency, saturated)
+            before, endpoint.limit = endpoint.limit, endpoint.adaptive.update(latency, saturated)
             self.metrics.endpoint_limit.labels(endpoint.name).set(endpoint.limit)
+            if endpoint.limit > before:
+                await self.health_changed()  # room for more: let the waiters look again
         self.metrics.vlm_tokens.labels("prompt").inc(prompt_tokens)
         self.metrics.vlm_tokens.labels("completion").inc(completion_tokens)
         self._count(endpoint, "ok")
