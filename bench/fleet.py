@@ -184,9 +184,13 @@ def measure(tree: Path, server: RtspServer, fake: FakeVLM, n: int, seconds: floa
 def soak(tree: Path, server: RtspServer, fake: FakeVLM, n: int, seconds: float, tmp: Path) -> list[float]:
     """RSS in MB once a minute while ``n`` cameras run for ``seconds``: is it flat?"""
     names = [f"cam{i:03d}" for i in range(n)]
+    if server.proc is None or server.proc.poll() is not None:
+        server.start()  # the test server may not have survived the crowd of the runs before
+    server.prime()
     daemon = start_daemon(tree, dict.fromkeys(names, server.url()), fake.base_url, tmp / "soak")
     try:
-        wait_up(daemon, names, 120)
+        if wait_up(daemon, names, 120) is None:
+            raise RuntimeError(f"soak: only {up_count(daemon.metrics(), names)} of {n} cameras came up")
         samples = [daemon.rss_mb()]
         for _ in range(int(seconds // 60)):
             time.sleep(60)
