@@ -290,15 +290,13 @@ class Daemon:
         if plan.fixed:
             self._log.warning("these config sections change only on restart", sections=plan.fixed)
         await self._stop_streams(plan.removed + plan.restarted, old.shutdown_grace_seconds)
-        before = old.stream_settings()
+        before, after = old.stream_settings(), plan.config.stream_settings()
         for name in plan.removed + plan.restarted:
             del self._streams[name]
-            kept = {t.name for t in new.stream_settings()[name].stream.targets} if name in plan.restarted \
-                else set()
+            kept = {t.name for t in after[name].stream.targets} if name in after else set()
             self.metrics.forget_stream(name, [t.name for t in before[name].stream.targets
                                               if t.name not in kept], whole=name in plan.removed)
         await parts.shared.dispatcher.streams_changed(_targets(plan.config))
-        after = plan.config.stream_settings()
         for name in plan.restarted + plan.added:
             self._start_stream(parts, after[name])
         self.config = plan.config

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import sqlite3
 import time
 from pathlib import Path
@@ -99,7 +100,7 @@ async def test_a_stopped_live_source_never_announces_stream_down_afterwards() ->
 
 
 async def test_a_failed_start_closes_the_outbox(tmp_path: Path, fake_vlm: FakeVLM) -> None:
-    with __import__("socket").socket() as busy:
+    with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from monitor.sources.base import Sample
-from monitor.sources.capture import DecodeMode, LiveReader, Scale
+from monitor.sources.capture import DecodeMode, Latest, LiveReader, Scale
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,9 +140,8 @@ class LiveSource:
                 account("no_new_frame", 1)
                 continue
             last_seq = latest.seq
-            base = reader.connected_at or latest.taken
             account(None, 1)
-            yield Sample(index, round(latest.taken - base, 3), latest.wall, latest.frame, latest.taken)
+            yield self._sample(index, latest)
             index += 1
 
     def newest(self, sample: Sample) -> Sample:
@@ -150,9 +149,12 @@ class LiveSource:
         latest = self.reader.latest()
         if latest is None or latest.taken <= sample.captured:
             return sample
+        return self._sample(sample.index, latest)
+
+    def _sample(self, index: int, latest: Latest) -> Sample:
+        """The frame as a sample; its offset is seconds since the stream first delivered."""
         base = self.reader.connected_at or latest.taken
-        return Sample(sample.index, round(latest.taken - base, 3), latest.wall, latest.frame,
-                      latest.taken)
+        return Sample(index, round(latest.taken - base, 3), latest.wall, latest.frame, latest.taken)
 
 
 class Availability:
