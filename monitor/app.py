@@ -22,6 +22,11 @@ from monitor.alerts.outbox import Outbox
 from monitor.alerts.sinks import make_sinks
 from monitor.alerts.snapshots import Snapshots
 from monitor.config import Config, ConfigError, StreamSettings, load_config
+from monitor.console.auth import is_loopback, load_key
+from monitor.console.board import Board
+from monitor.console.feedback import Feedback
+from monitor.console.scans import Scans
+from monitor.console.web import Console
 from monitor.http import HttpServer
 from monitor.metrics import Metrics
 from monitor.modelwatch import ModelWatch
@@ -173,8 +178,24 @@ class Daemon:
             # A disk that is full or read-only now may not be later: exit 1, so systemd retries.
             raise DaemonError(f"cannot use the state directory {state_dir}: "
                               f"{getattr(e, 'strerror', None) or e}", EXIT_FAILED) from None
+        board = scans = None
+        console = None
+        if config.console.enabled:
+            if not config.server.users and not is_loopback(config.server.host):
+                raise DaemonError(f"server.listen is {config.server.listen}, off this machine, and "
+                                  f"no server.users are configured: add users (see `vlm-monitor "
+                                  f"hash-password`), listen on 127.0.0.1, or set console.enabled: false")
+            board = Board(config.console.recent_samples)
+            board.set_streams(_targets(config))
+            try:
+                console, scans = await asyncio.to_thread(
+                    self._console, config, state_dir, outbox, snapshots, client, board)
+            except (OSError, sqlite3.Error) as e:
+                raise DaemonError(f"cannot use the state directory {state_dir}: "
+                                  f"{getattr(e, 'strerror', None) or e}", EXIT_FAILED) from None
+            stack.callback(console.feedback.close)
         self.http = HttpServer(config.server.host, config.server.port, self.metrics,
-                               readiness=lambda: watch.reason or dispatcher.problem)
+                               readiness=lambda: watch.reason or dispatcher.problem, console=console)
         try:
             await self.http.start()
         except OSError as e:
@@ -185,8 +206,10 @@ class Daemon:
         background = [tasks.create_task(watch.run(), name="model-watch"),
                       tasks.create_task(dispatcher.run(), name="alerts"),
                       tasks.create_task(self._watchdog(), name="watchdog")]
+        if scans is not None:
+            background.append(tasks.create_task(scans.run(), name="scans"))
         stack.callback(lambda: [t.cancel() for t in background])  # runs before the group is left
-        parts = _Parts(Shared(client, watch, dispatcher, self.metrics), tasks)
+        parts = _Parts(Shared(client, watch, dispatcher, self.metrics, board), tasks)
         for settings in config.stream_settings().values():
             self._start_stream(parts, settings)
         if self.shard is not None:
@@ -198,6 +221,21 @@ class Daemon:
         self.started.set()
         self.notifier.notify("READY=1", f"STATUS=watching {len(config.streams)} stream(s)")
         return parts
+
+    def _console(self, config: Config, state_dir: Path, outbox: Outbox, snapshots: Snapshots | None,
+                 client: VlmClient, board: Board) -> tuple[Console, Scans]:
+        """The console's parts (blocking: files and SQLite)."""
+        cc = config.console
+        scans = Scans(state_dir / "scans", client, config.detection, config.preprocess,
+                      concurrency=cc.scan_concurrency, keep=cc.scans_keep,
+                      max_bytes=int(cc.scans_max_total_mb * 1e6))
+        scans.load()
+        feedback = Feedback(state_dir / "feedback.sqlite3")
+        for (stream, target, verdict), n in feedback.counts().items():
+            self.metrics.feedback.labels(stream, target, verdict).inc(n)
+        console = Console(cc, config.server.users, load_key(state_dir / "console.key"), board, outbox,
+                          snapshots, feedback, scans, self.metrics)
+        return console, scans
 
     async def _main_loop(self, parts: _Parts, shutdown: asyncio.Event) -> None:
         """Until a signal, a fatal model error, or every stream has ended; reloads on request."""
@@ -297,6 +335,8 @@ class Daemon:
             self.metrics.forget_stream(name, [t.name for t in before[name].stream.targets
                                               if t.name not in kept], whole=name in plan.removed)
         await parts.shared.dispatcher.streams_changed(_targets(plan.config))
+        if parts.shared.board is not None:
+            parts.shared.board.set_streams(_targets(plan.config))
         for name in plan.restarted + plan.added:
             self._start_stream(parts, after[name])
         self.config = plan.config

@@ -1,4 +1,4 @@
-"""The ``vlm-monitor`` command: run, check-config, scan, probe.
+"""The ``vlm-monitor`` command: run, check-config, scan, probe, hash-password.
 
 Every failure the user can cause ends in one line on stderr and an exit code;
 a traceback appears only with VLM_MONITOR_DEBUG=1.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import os
 import signal
 import socket
@@ -34,6 +35,7 @@ from monitor.config import (
     load_config,
 )
 from monitor.metrics import Metrics
+from monitor.passwords import hash_password
 from monitor.preprocess import prepare
 from monitor.scan import EXIT_ERROR, Report, ScanError, exit_code, progress_stream, scan
 from monitor.shards import Shard, ShardError, parse_shard
@@ -174,6 +176,21 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 # --- entry point ------------------------------------------------------------------
 
+# --- hash-password ---------------------------------------------------------------
+
+def cmd_hash_password(args: argparse.Namespace) -> int:
+    if sys.stdin.isatty():
+        password = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != password:
+            return fail("the two passwords differ")
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")  # one line, as `echo pw |` sends it
+    if len(password) < 8:
+        return fail("the password is shorter than 8 characters")
+    print(hash_password(password))
+    return 0
+
+
 def _concurrency(text: str) -> int | str:
     if text == "auto":
         return text
@@ -225,6 +242,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("probe", help="check the model server named in the config")
     pr.add_argument("--config", required=True, metavar="FILE")
     pr.set_defaults(func=cmd_probe)
+
+    hp = sub.add_parser("hash-password", help="read a console password on stdin, print its hash "
+                        "for server.users[].password_hash")
+    hp.set_defaults(func=cmd_hash_password)
     return p
 
 

@@ -1,4 +1,4 @@
-"""GET /metrics, /healthz and /readyz, served from the daemon's own event loop.
+"""GET /metrics, /healthz and /readyz (and the console), served from the daemon's own event loop.
 
 Served from the loop on purpose: a wedged loop stops answering /healthz,
 which is what a liveness check should see.
@@ -7,6 +7,7 @@ which is what a liveness check should see.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -14,9 +15,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from monitor.metrics import Metrics
 
 
+class Routes(Protocol):
+    def routes(self, app: web.Application) -> None: ...
+
+
 class HttpServer:
     def __init__(self, host: str, port: int, metrics: Metrics,
-                 readiness: Callable[[], str | None], idle_timeout: float = 10.0) -> None:
+                 readiness: Callable[[], str | None], idle_timeout: float = 10.0,
+                 console: Routes | None = None) -> None:
         self.host = host
         # A connection that sends nothing (or nothing more) is closed after this long, so
         # idle and half-open sockets cannot pile up (aiohttp's default is 75 s).
@@ -25,6 +31,7 @@ class HttpServer:
         self.metrics = metrics
         # None when ready, else the reason in one line.
         self.readiness = readiness
+        self.console = console
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
@@ -32,6 +39,8 @@ class HttpServer:
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
+        if self.console is not None:
+            self.console.routes(app)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
                                      keepalive_timeout=self.idle_timeout)
         await self._runner.setup()

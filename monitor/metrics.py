@@ -115,6 +115,10 @@ class Metrics:
             f"{PREFIX}_alert_oldest_pending_timestamp_seconds",
             "When the oldest alert still pending for the sink was raised (0: none pending)",
             ["sink"], registry=r)
+        # Started at each start from the judgements stored (see console.feedback).
+        self.feedback = Counter(
+            f"{PREFIX}_feedback", "Alerts judged in the console, by verdict (right, false_alarm)",
+            ["stream", "target", "verdict"], registry=r)
 
     def declare_stream(self, stream: str, targets: list[str]) -> None:
         """Create a stream's series at zero, so rate() and absent() work from the start."""

@@ -97,8 +97,9 @@ class FrameAnalyzer:
 
     def __init__(self, client: VlmClient, targets: Sequence[Target], pre: PreprocessConfig,
                  policy: ModelPolicy | None = None, gate: SceneGate | None = None,
-                 refresh: Callable[[Sample], Sample] | None = None) -> None:
+                 refresh: Callable[[Sample], Sample] | None = None, thumb_width: int = 0) -> None:
         self.client = client
+        self.thumb_width = thumb_width  # also make a thumbnail of each analysed frame
         self.targets = list(targets)
         self.pre = pre
         self.policy: ModelPolicy = policy or ReportErrors()  # what to do while the server is down
@@ -141,7 +142,7 @@ class FrameAnalyzer:
         prepared = await asyncio.to_thread(
             prepare, sample.frame, max_pixels=pre.max_pixels, clahe=pre.clahe,
             clip_limit=pre.clahe_clip_limit, tile_grid=pre.clahe_tile_grid,
-            jpeg_quality=pre.jpeg_quality)
+            jpeg_quality=pre.jpeg_quality, thumb_width=self.thumb_width)
         analysis, error = await self._ask(prepared)
         if analysis is None:
             return SampleResult(sample, prepared, [TargetResult(t, None, error) for t in self.targets],

@@ -21,6 +21,7 @@ from monitor import logs
 from monitor.alerts.dispatch import Dispatcher
 from monitor.alerts.model import Alert
 from monitor.config import StreamSettings
+from monitor.console.board import THUMB_WIDTH, Board, Verdict
 from monitor.detector import Cleared, Detector, Observation, Raised
 from monitor.metrics import Metrics
 from monitor.modelwatch import FailFast, ModelWatch, WaitForServer
@@ -54,6 +55,7 @@ class Shared:
     watch: ModelWatch
     dispatcher: Dispatcher
     metrics: Metrics
+    board: Board | None = None  # what the console shows; None when it is off
 
 
 @dataclass
@@ -81,6 +83,7 @@ class StreamRunner:
         self.watch = shared.watch
         self.dispatcher = shared.dispatcher
         self.metrics = shared.metrics
+        self.board = shared.board
         self.stopping = asyncio.Event()  # set to stop this stream alone
         self.task: asyncio.Task[None] | None = None
         self.failed = False
@@ -130,11 +133,14 @@ class StreamRunner:
         sc = settings.scene_change
         gate = SceneGate(pixel_delta=sc.pixel_delta, min_changed_fraction=sc.min_changed_fraction,
                          max_reuse_seconds=sc.max_reuse_seconds) if sc.enabled else None
+        thumbs = THUMB_WIDTH if self.board is not None else 0
         if not live:
             self.metrics.stream_up.labels(cfg.name).set(1)
+            if self.board is not None:
+                self.board.state(cfg.name, True, "reading the file")
             await self.dispatcher.camera(cfg.name, True)
             analyzer = FrameAnalyzer(self.client, cfg.targets, settings.preprocess,
-                                     WaitForServer(self.watch, self.stopping), gate)
+                                     WaitForServer(self.watch, self.stopping), gate, thumb_width=thumbs)
             samples = file_samples(url, cfg.sample_interval_seconds, realtime=cfg.realtime,
                                    stop=self.stopping)
             return self._counted(samples), analyzer, settings.window
@@ -145,7 +151,7 @@ class StreamRunner:
             down_alert_after_s=cfg.down_alert_after_seconds, on_change=self._changed,
             scale_to=lambda w, h: target_size(w, h, settings.preprocess.max_pixels)))
         analyzer = FrameAnalyzer(self.client, cfg.targets, settings.preprocess,
-                                 FailFast(self.watch), gate, refresh=source.newest)
+                                 FailFast(self.watch), gate, refresh=source.newest, thumb_width=thumbs)
         # Two at once: one frame with the model while the next is prepared.
         return source.samples(self.stopping, account=self._account), analyzer, 2
 
@@ -154,6 +160,8 @@ class StreamRunner:
         self.metrics.intervals.labels(self.cfg.name).inc(n)
         if dropped is not None:
             self.metrics.frames_dropped.labels(self.cfg.name, dropped).inc(n)
+            if self.board is not None:
+                self.board.dropped(self.cfg.name, dropped, n)
 
     async def _counted(self, samples: AsyncIterator[Sample]) -> AsyncIterator[Sample]:
         """A recording's samples: one per interval of media time, so each is an interval."""
@@ -171,6 +179,8 @@ class StreamRunner:
         elif change.kind in ("up", "down"):
             up = change.kind == "up"
             self.metrics.stream_up.labels(name).set(1 if up else 0)
+            if self.board is not None:
+                self.board.state(name, up, change.detail)
             if up:
                 log.info("stream up")
             else:
@@ -179,6 +189,19 @@ class StreamRunner:
         else:
             alert = Alert.stream_state(name, change.kind == "stream_up", datetime.now(UTC), change.detail)
             self._announcements.create_task(self.dispatcher.publish(alert))
+
+    def _show(self, result: SampleResult, reason: str | None, min_conf: int) -> None:
+        assert self.board is not None
+        outcome = "reused" if result.reused else "asked" if result.analysis is not None else "dropped"
+        verdicts = [Verdict(r.target.name, r.verdict.present if r.verdict else None,
+                            r.verdict.confidence if r.verdict else None,
+                            r.verdict.description if r.verdict else str(r.error or ""),
+                            r.observation(min_conf) is Observation.MATCH) for r in result.targets]
+        prepared = result.prepared if not result.reused else None
+        self.board.sample(self.cfg.name, wall=result.sample.wall, offset=result.sample.offset,
+                          outcome=outcome, reason=reason, verdicts=verdicts,
+                          frame=prepared.jpeg if prepared else None,
+                          thumb=prepared.thumb if prepared else None)
 
     def _cooling(self, target: str, offset: float) -> bool:
         last = self._last_alert.get(target)
@@ -191,6 +214,7 @@ class StreamRunner:
         self.tally.samples += 1
         # Each sample ends one way: reused, analysed, or dropped by the model (once, not per target).
         error = next((r.error for r in result.targets if r.error is not None), None)
+        reason = None
         if result.reused:
             self.metrics.verdicts_reused.labels(name).inc()
         elif result.analysis is not None:
@@ -200,6 +224,8 @@ class StreamRunner:
             reason = "model_unavailable" if isinstance(error, Unavailable) else "model_error"
             self.metrics.frames_dropped.labels(name, reason).inc()
             self.watch.note(error)
+        if self.board is not None:
+            self._show(result, reason, min_conf)
         if result.reused or result.analysis is not None:
             self.tally.analysed += 1
         if isinstance(error, BadAnswer | Rejected):

@@ -149,6 +149,7 @@ class VlmClient:
         self.metrics = metrics
         self.endpoints = [Endpoint(e, cfg, metrics) for e in cfg.resolved_endpoints()]
         self._changed = asyncio.Condition()
+        self._waiting = 0  # foreground requests waiting for a slot
         metrics.declare_vlm()
 
     async def close(self) -> None:
@@ -162,14 +163,24 @@ class VlmClient:
         room = [e for e in candidates if e.inflight < e.limit]
         return max(room, key=lambda e: e.free) if room else None
 
-    async def _acquire(self) -> Endpoint:
+    async def _acquire(self, background: bool = False) -> Endpoint:
+        """A slot on an endpoint. A background request (a scan from the console) takes one
+        only while no other request waits, so it uses what the cameras leave free."""
         async with self._changed:
-            while (endpoint := self._pick()) is None:
-                try:
-                    await self._changed.wait()
-                except asyncio.CancelledError:
-                    self._changed.notify(1)  # a wake-up meant for us goes to the next waiter
-                    raise
+            if not background:
+                self._waiting += 1
+            try:
+                while (endpoint := self._pick()) is None or (background and self._waiting):
+                    if endpoint is not None:
+                        self._changed.notify(1)  # not ours to take: pass the wake-up on
+                    try:
+                        await self._changed.wait()
+                    except asyncio.CancelledError:
+                        self._changed.notify(1)  # a wake-up meant for us goes to the next waiter
+                        raise
+            finally:
+                if not background:
+                    self._waiting -= 1
             endpoint.inflight += 1
         self.metrics.endpoint_inflight.labels(endpoint.name).set(endpoint.inflight)
         return endpoint
@@ -188,13 +199,13 @@ class VlmClient:
             self._changed.notify_all()
 
     @contextlib.asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
+    async def slot(self, background: bool = False) -> AsyncIterator[None]:
         """Wait for a free request slot, then hold it for this task's next analyze() calls.
 
         Live streams take their frame only once they hold a slot, so a frame never
         waits in a queue growing old: the wait happens before the frame is chosen.
         """
-        endpoint = await self._acquire()
+        endpoint = await self._acquire(background)
         token = _held.set(endpoint)
         try:
             yield

@@ -131,12 +131,12 @@ def receiver() -> Iterator[Receiver]:
 
 
 def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 90,
-        cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+        cwd: Path | None = None, input: str | None = None) -> subprocess.CompletedProcess[str]:
     """Run the real command line, as a user would."""
     full_env = {**os.environ, **(env or {})}
     full_env.pop("VLM_MONITOR_DEBUG", None)
     return subprocess.run([sys.executable, "-m", "monitor", *args], capture_output=True, text=True,
-                          timeout=timeout, env=full_env, cwd=cwd or ROOT)
+                          timeout=timeout, env=full_env, cwd=cwd or ROOT, input=input)
 
 
 def start_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:

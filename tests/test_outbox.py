@@ -4,7 +4,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from monitor.alerts.model import Alert
-from monitor.alerts.outbox import DEAD_RETENTION_S, Outbox
+from monitor.alerts.outbox import HISTORY_S, Outbox
 from monitor.alerts.snapshots import Snapshots
 
 
@@ -33,7 +33,7 @@ def test_alerts_come_out_oldest_first_per_sink_and_survive_a_reopen(tmp_path: Pa
     assert box.pending("hook")[0] == 1 and box.pending("log")[0] == 1
 
 
-def test_prune_keeps_what_any_sink_still_needs_and_dead_letters_for_a_week(tmp_path: Path) -> None:
+def test_prune_keeps_what_any_sink_still_needs_and_the_history_for_a_week(tmp_path: Path) -> None:
     box = Outbox(tmp_path / "o.sqlite3")
     a, b = alert(), alert()
     box.add(a, ["hook", "log"], now=1000.0)
@@ -48,10 +48,12 @@ def test_prune_keeps_what_any_sink_still_needs_and_dead_letters_for_a_week(tmp_p
     hb = box.head("hook")
     assert hb is not None
     box.dead(hb.seq, "hook", "HTTP 400")
-    assert box.prune(now=1002.0) == 1  # a is gone; b is a dead letter, kept
-    assert box.states() == {"dead": 1}
-    assert box.prune(now=1000.0 + DEAD_RETENTION_S + 1) == 1
-    assert box.states() == {}
+    assert box.prune(now=1002.0) == 0  # both settled, kept as the console's history
+    assert [e.alert.id for e in box.events()] == [b.id, a.id]
+    c = alert()
+    box.add(c, ["hook"], now=1000.0 + HISTORY_S + 1)
+    assert box.prune(now=1000.0 + HISTORY_S + 2) == 2  # a and b are past a week; c is pending
+    assert box.states() == {"pending": 1}
 
 
 def test_deliveries_to_removed_sinks_are_given_up(tmp_path: Path) -> None:

@@ -71,9 +71,8 @@ class Dispatcher:
 
     async def publish(self, alert: Alert, snapshot: bytes | None = None) -> None:
         """Save the snapshot, commit the alert, wake its sinks. Returns once it is durable, or held."""
+        # Stored even when no sink wants it: the outbox is also the console's event history.
         names = [s.name for s in self.sinks if alert.event in s.policy.events]
-        if not names:
-            return
         if self._unstored:  # keep the order: nothing overtakes an alert still waiting for the disk
             self._hold(_Unstored(alert, names, snapshot), "earlier alerts are still waiting")
             return

@@ -3,8 +3,9 @@
 An alert is committed here before any sink hears of it, with one delivery
 row per sink that wants it. A delivery is ``pending`` until the sink has it
 (``delivered``) or it is given up (``dead``: refused by the receiver, or older
-than the sink's maximum age). Delivered alerts are pruned; dead ones are kept
-a week for inspection. WAL mode, synchronous=FULL: a committed alert survives
+than the sink's maximum age). Settled alerts stay a week as the event history
+the console shows (at most ``HISTORY_MAX`` of them), then are pruned; an alert
+no sink wants is stored settled, for the history alone. WAL mode, synchronous=FULL: a committed alert survives
 SIGKILL and power loss.
 
 Calls are synchronous and short; the dispatcher runs them in a worker thread.
@@ -42,7 +43,9 @@ CREATE TABLE IF NOT EXISTS deliveries (
 CREATE INDEX IF NOT EXISTS deliveries_pending ON deliveries (sink, state, alert_seq);
 """
 
-DEAD_RETENTION_S = 7 * 86400
+HISTORY_S = 7 * 86400
+HISTORY_MAX = 20_000
+EVENTS_PAGE_MAX = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +58,16 @@ class Delivery:
     created: float
     attempts: int
     next_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """An alert as the history shows it: when stored, and each sink's delivery state."""
+
+    seq: int
+    created: float
+    alert: Alert
+    deliveries: list[dict[str, object]]
 
 
 class Outbox:
@@ -112,14 +125,55 @@ class Outbox:
                 (state, next_at, error, seq, sink))
 
     def prune(self, now: float | None = None) -> int:
-        """Drop alerts every sink has (and dead letters past retention); returns how many."""
+        """Drop settled alerts past the history's age or count; returns how many.
+
+        An alert with a delivery still pending is never dropped.
+        """
         now = time.time() if now is None else now
+        settled = ("NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.alert_seq = alerts.seq "
+                   "AND d.state = 'pending')")
         with self._lock, self._db:
-            cur = self._db.execute(
-                "DELETE FROM alerts WHERE NOT EXISTS (SELECT 1 FROM deliveries d "
-                "WHERE d.alert_seq = alerts.seq AND (d.state = 'pending' "
-                "OR (d.state = 'dead' AND alerts.created > ?)))", (now - DEAD_RETENTION_S,))
-            return cur.rowcount
+            n = self._db.execute(f"DELETE FROM alerts WHERE created < ? AND {settled}",
+                                 (now - HISTORY_S,)).rowcount
+            n += self._db.execute(
+                f"DELETE FROM alerts WHERE {settled} AND seq <= "
+                f"(SELECT seq FROM alerts ORDER BY seq DESC LIMIT 1 OFFSET ?)", (HISTORY_MAX,)).rowcount
+            return n
+
+    def events(self, *, stream: str | None = None, target: str | None = None,
+               event: str | None = None, since: float | None = None, until: float | None = None,
+               before: int | None = None, limit: int = 50) -> list[StoredEvent]:
+        """Stored alerts, newest first, with each sink's delivery state; ``before`` pages by seq."""
+        where: list[str] = ["1"]
+        args: list[object] = []
+        for clause, value in (("stream = ?", stream), ("json_extract(body, '$.target') = ?", target),
+                              ("event = ?", event), ("created >= ?", since), ("created < ?", until),
+                              ("seq < ?", before)):
+            if value is not None:
+                where.append(clause)
+                args.append(value)
+        limit = max(1, min(limit, EVENTS_PAGE_MAX))
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT seq, body, created FROM alerts WHERE {' AND '.join(where)} "
+                f"ORDER BY seq DESC LIMIT ?", (*args, limit)).fetchall()
+            seqs = [r[0] for r in rows]
+            marks = ",".join("?" * len(seqs)) or "NULL"
+            deliveries = self._db.execute(
+                f"SELECT alert_seq, sink, state, attempts, next_at, last_error FROM deliveries "
+                f"WHERE alert_seq IN ({marks}) ORDER BY sink", seqs).fetchall()
+        by_seq: dict[int, list[dict[str, object]]] = {}
+        for seq, sink, state, attempts, next_at, error in deliveries:
+            by_seq.setdefault(seq, []).append({
+                "sink": sink, "state": state, "attempts": attempts,
+                "next_attempt": next_at if state == "pending" else None, "error": error})
+        return [StoredEvent(seq, created, Alert.from_body(body), by_seq.get(seq, []))
+                for seq, body, created in rows]
+
+    def event(self, alert_id: str) -> Alert | None:
+        with self._lock:
+            row = self._db.execute("SELECT body FROM alerts WHERE id = ?", (alert_id,)).fetchone()
+        return Alert.from_body(row[0]) if row else None
 
     def orphans(self, sinks: Iterable[str]) -> dict[str, int]:
         """Give up pending deliveries to sinks no longer configured; how many, per sink."""

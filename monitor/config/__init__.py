@@ -9,6 +9,7 @@ from monitor.config.schema import (
     DEFAULT_MODEL,
     Config,
     ConfigError,
+    ConsoleConfig,
     DetectionConfig,
     EndpointConfig,
     EventName,
@@ -24,15 +25,16 @@ from monitor.config.schema import (
     StreamConfig,
     StreamSettings,
     Target,
+    UserConfig,
     VlmConfig,
     WebhookSinkConfig,
 )
 
 __all__ = [
     "AUTO_MAX_CONCURRENCY", "AUTO_START_CONCURRENCY",
-    "DEFAULT_BASE_URL", "DEFAULT_MAX_PIXELS", "DEFAULT_MODEL", "Config", "ConfigError",
+    "DEFAULT_BASE_URL", "DEFAULT_MAX_PIXELS", "DEFAULT_MODEL", "Config", "ConfigError", "ConsoleConfig",
     "DetectionConfig", "EndpointConfig", "EventName", "LogSinkConfig", "LoggingConfig", "MqttSinkConfig",
     "PreprocessConfig", "SceneChangeConfig", "ServerConfig", "SinkBase", "SinkConfig",
-    "SnapshotsConfig", "StreamConfig", "StreamSettings", "Target", "VlmConfig",
+    "SnapshotsConfig", "StreamConfig", "StreamSettings", "Target", "UserConfig", "VlmConfig",
     "WebhookSinkConfig", "load_config", "parse_config",
 ]

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from monitor.passwords import parse_hash
 from monitor.urls import redact_url
 
 DEFAULT_MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"
@@ -260,8 +261,29 @@ def _log_only() -> list[SinkConfig]:
     return [LogSinkConfig(type="log")]
 
 
+class UserConfig(_Model):
+    name: Name
+    password_hash: SecretStr  # from `vlm-monitor hash-password`
+
+    @field_validator("password_hash")
+    @classmethod
+    def _ours(cls, v: SecretStr) -> SecretStr:
+        parse_hash(v.get_secret_value())
+        return v
+
+
 class ServerConfig(_Model):
     listen: str = "127.0.0.1:9108"
+    # Who may use the console and its API. Required when `listen` is not a loopback address.
+    users: list[UserConfig] = Field(default_factory=list)
+
+    @field_validator("users")
+    @classmethod
+    def _unique_users(cls, v: list[UserConfig]) -> list[UserConfig]:
+        names = [u.name for u in v]
+        if len(set(names)) != len(names):
+            raise ValueError("user names must be unique")
+        return v
 
     @field_validator("listen")
     @classmethod
@@ -285,6 +307,18 @@ class SnapshotsConfig(_Model):
     max_count: int = Field(1000, ge=1)
     max_age_days: float = Field(30.0, gt=0)
     max_total_mb: float = Field(500.0, gt=0)
+
+
+class ConsoleConfig(_Model):
+    """The web console (served on server.listen) and its scans of uploaded recordings."""
+
+    enabled: bool = True
+    recent_samples: int = Field(300, ge=10, le=5000)  # per camera, in memory, for "why no alert?"
+    upload_max_mb: float = Field(2048.0, gt=0)
+    scans_keep: int = Field(20, ge=1, le=1000)  # finished scans kept in the state directory
+    scans_max_total_mb: float = Field(1024.0, gt=0)  # their results' thumbnails, all together
+    # Model slots a scan may hold at once; it takes them only when no camera is waiting.
+    scan_concurrency: int = Field(2, ge=1, le=64)
 
 
 class LoggingConfig(_Model):
@@ -312,6 +346,7 @@ class Config(_Model):
     server: ServerConfig = ServerConfig()
     state_dir: Path | None = None
     snapshots: SnapshotsConfig = SnapshotsConfig()
+    console: ConsoleConfig = ConsoleConfig()
     logging: LoggingConfig = LoggingConfig()
     # On SIGTERM: how long in-flight analysis, then alert delivery, may each take.
     shutdown_grace_seconds: float = Field(10.0, ge=0, le=600)

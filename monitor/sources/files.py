@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 
@@ -147,3 +148,24 @@ async def file_samples(url: str, interval: float, *, realtime: bool = False,
             index += 1
     finally:
         await asyncio.to_thread(reader.close)
+
+
+def probe_video(path: Path) -> float | None:
+    """Check that the file is a video with a decodable frame; its length in seconds, if stated.
+
+    Raises SourceError in one line (a text file renamed .mp4, a truncated upload).
+    """
+    try:
+        with av.open(str(path), timeout=10.0) as container:
+            if not container.streams.video:
+                raise SourceError("the file has no video stream")
+            stream = container.streams.video[0]
+            for _ in container.decode(stream):
+                break
+            else:
+                raise SourceError("the file has no decodable video frames")
+            if stream.duration is not None and stream.time_base is not None:
+                return float(stream.duration * stream.time_base)
+            return container.duration / 1e6 if container.duration else None
+    except (av.FFmpegError, UnicodeDecodeError, ValueError):
+        raise SourceError("not a video that can be read (unknown format, or corrupt)") from None

@@ -1,0 +1,97 @@
+"""Judgements of alerts ("right" or "false alarm"), in SQLite beside the outbox.
+
+Kept apart from the outbox on purpose: the outbox prunes its history after a
+week, and a judgement (with the description the model gave) is what a later
+change learns from, so it stays. One row per alert; judging again replaces
+the verdict. Calls are short and synchronous; the console runs them in a
+worker thread.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+VERDICTS = ("right", "false_alarm")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS feedback (
+    alert_id TEXT PRIMARY KEY,
+    stream TEXT NOT NULL,
+    target TEXT NOT NULL,
+    verdict TEXT NOT NULL,
+    description TEXT NOT NULL,
+    at REAL NOT NULL,
+    user TEXT
+);
+CREATE INDEX IF NOT EXISTS feedback_target ON feedback (stream, target, verdict, at);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Judgement:
+    alert_id: str
+    stream: str
+    target: str
+    verdict: str
+    description: str
+    at: float
+    user: str | None
+
+
+class Feedback:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._lock = threading.Lock()
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def judge(self, j: Judgement) -> str | None:
+        """Store the judgement; returns the verdict it replaced, if any."""
+        if j.verdict not in VERDICTS:
+            raise ValueError(f"verdict must be one of {', '.join(VERDICTS)}")
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            old = self._db.execute("SELECT verdict FROM feedback WHERE alert_id = ?",
+                                   (j.alert_id,)).fetchone()
+            self._db.execute(
+                "INSERT OR REPLACE INTO feedback (alert_id, stream, target, verdict, description, at, user) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (j.alert_id, j.stream, j.target, j.verdict, j.description, j.at or time.time(), j.user))
+        return str(old[0]) if old else None
+
+    def of(self, alert_ids: list[str]) -> dict[str, str]:
+        """The verdict of each of these alerts that was judged."""
+        if not alert_ids:
+            return {}
+        marks = ",".join("?" * len(alert_ids))
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT alert_id, verdict FROM feedback WHERE alert_id IN ({marks})", alert_ids).fetchall()
+        return {str(a): str(v) for a, v in rows}
+
+    def counts(self) -> dict[tuple[str, str, str], int]:
+        """(stream, target, verdict) -> judgements stored: the metric starts from these."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT stream, target, verdict, COUNT(*) FROM feedback GROUP BY stream, target, verdict"
+            ).fetchall()
+        return {(str(s), str(t), str(v)): int(n) for s, t, v, n in rows}
+
+    def false_alarms(self, stream: str, target: str, limit: int) -> list[str]:
+        """The descriptions of this target's alerts judged false alarms, newest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT description FROM feedback WHERE stream = ? AND target = ? "
+                "AND verdict = 'false_alarm' ORDER BY at DESC LIMIT ?", (stream, target, limit)).fetchall()
+        return [str(r[0]) for r in rows]

@@ -1,0 +1,426 @@
+// vlm-monitor console: plain JavaScript, no build step, nothing from the internet.
+// Every page reads the JSON API documented in the README ("Console and its API").
+"use strict";
+
+const state = { csrf: null, user: null, loginRequired: false, live: null, timers: [] };
+
+// --- small helpers ---------------------------------------------------------------------
+
+function h(tag, attrs, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k === "class") el.className = v;
+    else if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else el.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children.flat()) {
+    if (c === null || c === undefined || c === false) continue;
+    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return el;
+}
+
+async function api(path, options = {}) {
+  const opts = { credentials: "same-origin", ...options, headers: { ...(options.headers || {}) } };
+  if (opts.method && opts.method !== "GET") opts.headers["X-CSRF-Token"] = state.csrf || "";
+  if (opts.json !== undefined) {
+    opts.body = JSON.stringify(opts.json);
+    opts.headers["Content-Type"] = "application/json";
+  }
+  const res = await fetch(path, opts);
+  if (res.status === 401 && path !== "/api/login") { showLogin(); throw new Error("log in first"); }
+  const data = res.headers.get("Content-Type", "").includes("json") ? await res.json() : null;
+  if (!res.ok) throw new Error((data && data.error) || `HTTP ${res.status}`);
+  return data;
+}
+
+function ago(iso) {
+  if (!iso) return "never";
+  const s = Math.max(0, (Date.now() - Date.parse(iso)) / 1000);
+  if (s < 90) return `${Math.round(s)} s ago`;
+  if (s < 5400) return `${Math.round(s / 60)} min ago`;
+  if (s < 129600) return `${Math.round(s / 3600)} h ago`;
+  return `${Math.round(s / 86400)} d ago`;
+}
+
+function when(iso) { return iso ? new Date(iso).toLocaleString() : ""; }
+
+function clock(seconds) {
+  const s = Math.floor(seconds);
+  const mm = String(Math.floor(s / 60) % 60).padStart(2, "0"), ss = String(s % 60).padStart(2, "0");
+  return s >= 3600 ? `${Math.floor(s / 3600)}:${mm}:${ss}` : `${Math.floor(s / 60)}:${ss}`;
+}
+
+function verdictLine(v) {
+  let cls = "unknown", label = "—";
+  if (v.present !== null && v.present !== undefined) {
+    cls = v.match ? "match" : "nomatch";
+    label = v.match ? "MATCH" : v.present ? "unsure" : "no";
+  }
+  return h("div", { class: "verdict" },
+    h("span", { class: `chip ${cls}` }, label),
+    h("span", {}, v.target),
+    v.confidence !== null && v.confidence !== undefined ? h("span", { class: "muted" }, `${v.confidence}/10`) : null);
+}
+
+function every(ms, fn) { fn(); state.timers.push(setInterval(fn, ms)); }
+
+function stopPage() {
+  state.timers.forEach(clearInterval);
+  state.timers = [];
+  if (state.live) { state.live.close(); state.live = null; }
+}
+
+function setMain(...children) {
+  const main = document.getElementById("main");
+  main.replaceChildren(...children);
+  return main;
+}
+
+// --- session ---------------------------------------------------------------------------
+
+async function loadSession() {
+  const s = await api("/api/session");
+  state.loginRequired = s.login_required;
+  state.user = s.user;
+  state.csrf = s.csrf_token || null;
+  return !!state.csrf;
+}
+
+function showWho() {
+  const who = document.getElementById("who");
+  document.getElementById("nav").hidden = !state.csrf;
+  if (!state.csrf) { who.replaceChildren(); return; }
+  who.replaceChildren(
+    state.user ? h("span", {}, state.user) : h("span", { class: "muted" }, "local"),
+    state.loginRequired ? h("button", { onclick: logout, id: "logout" }, "Log out") : null);
+}
+
+async function logout() {
+  await api("/api/logout", { method: "POST" });
+  state.csrf = null;
+  showLogin();
+}
+
+function showLogin(message) {
+  stopPage();
+  state.csrf = null;
+  showWho();
+  const error = h("p", { class: "error", id: "login-error" }, message || "");
+  const form = h("form", { id: "login" },
+    h("input", { name: "name", placeholder: "name", autocomplete: "username", required: true }),
+    h("input", { name: "password", type: "password", placeholder: "password",
+                 autocomplete: "current-password", required: true }),
+    h("button", { class: "primary", type: "submit" }, "Log in"), error);
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const data = new FormData(form);
+    try {
+      const r = await api("/api/login", { method: "POST", json: { name: data.get("name"), password: data.get("password") } });
+      state.csrf = r.csrf_token;
+      state.user = r.user;
+      showWho();
+      route();
+    } catch (err) { error.textContent = err.message; }
+  });
+  setMain(h("div", { class: "login card" }, h("div", { class: "body" }, h("h1", {}, "Log in"), form)));
+}
+
+// --- Cameras ---------------------------------------------------------------------------
+
+function tile(cam) {
+  const img = cam.frame !== null
+    ? h("img", { src: `/api/cameras/${encodeURIComponent(cam.name)}/frame.jpg?f=${cam.frame}`,
+                 alt: `last frame judged on ${cam.name}`, loading: "lazy" })
+    : h("div", { class: "noimg" }, "no frame judged yet");
+  return h("div", { class: "card tile", "data-camera": cam.name, "data-state": cam.state },
+    h("a", { href: `#/camera/${encodeURIComponent(cam.name)}` }, img),
+    h("div", { class: "body" },
+      h("h3", {}, h("a", { href: `#/camera/${encodeURIComponent(cam.name)}` }, cam.name),
+        h("span", { class: `badge ${cam.state}` }, cam.state)),
+      cam.state !== "up" && cam.reason ? h("div", { class: "reason" }, cam.reason) : null,
+      cam.targets.map((t) => h("div", {},
+        verdictLine(t),
+        t.description ? h("div", { class: "desc" }, t.description) : null,
+        t.at ? h("div", { class: "desc" }, `${ago(t.at)} · ${t.asked ? "asked" : "reused (scene unchanged)"}`) : null)),
+      h("div", { class: "stats" },
+        h("span", {}, `frame ${cam.frame_at ? ago(cam.frame_at) : "—"}`),
+        h("span", {}, `${cam.samples_per_minute} samples/min`),
+        h("span", {}, `${cam.model_calls_per_minute} model calls/min`))));
+}
+
+function showCameras() {
+  const grid = h("div", { class: "grid", id: "cameras" });
+  setMain(h("h1", {}, "Cameras"), grid);
+  const tiles = new Map();
+  const live = new EventSource("/api/cameras/live");
+  state.live = live;
+  live.onmessage = (e) => {
+    const msg = JSON.parse(e.data);
+    for (const cam of msg.cameras) {
+      const fresh = tile(cam);
+      const old = tiles.get(cam.name);
+      const oldImg = old && old.querySelector("img");
+      const newImg = fresh.querySelector("img");
+      // Swap the picture only once the new one has loaded: no flashing tiles.
+      if (oldImg && newImg && oldImg.src !== newImg.src) {
+        newImg.replaceWith(oldImg.cloneNode());
+        const loader = new Image();
+        loader.onload = () => { const shown = fresh.querySelector("img"); if (shown) shown.src = loader.src; };
+        loader.src = newImg.src;
+      } else if (oldImg && newImg) {
+        newImg.replaceWith(oldImg);
+      }
+      if (old) old.replaceWith(fresh); else grid.append(fresh);
+      tiles.set(cam.name, fresh);
+    }
+    for (const [name, el] of tiles) {
+      if (!msg.names.includes(name)) { el.remove(); tiles.delete(name); }
+    }
+  };
+  live.onerror = async () => {
+    if (live.readyState === EventSource.CLOSED) {
+      try { await loadSession(); } catch (err) { /* shown by api() */ }
+    }
+  };
+}
+
+// --- a camera's recent samples ----------------------------------------------------------
+
+function showCamera(name) {
+  const head = h("div", {});
+  const body = h("tbody", {});
+  setMain(h("p", {}, h("a", { href: "#/cameras" }, "← Cameras")), h("h1", {}, name, " — recent samples"), head,
+    h("table", { id: "samples" }, h("thead", {}, h("tr", {}, h("th", {}, "frame"), h("th", {}, "when"),
+      h("th", {}, "outcome"), h("th", {}, "verdicts"))), body));
+  every(2000, async () => {
+    const data = await api(`/api/cameras/${encodeURIComponent(name)}/samples?limit=300`);
+    const cam = data.camera;
+    head.replaceChildren(h("p", {}, h("span", { class: `badge ${cam.state}` }, cam.state), " ",
+      cam.state !== "up" ? cam.reason : "", " · ",
+      `${cam.samples_per_minute} samples/min, ${cam.model_calls_per_minute} model calls/min`));
+    body.replaceChildren(...data.samples.map((row) => h("tr", { "data-outcome": row.outcome },
+      h("td", {}, row.thumb ? h("img", { src: `/api/cameras/${encodeURIComponent(name)}/thumbs/${row.seq}.jpg`, alt: "" }) : ""),
+      h("td", {}, ago(row.at), row.offset !== null ? h("div", { class: "muted" }, `${row.offset.toFixed(1)} s`) : null),
+      h("td", {}, row.outcome === "dropped"
+        ? h("span", { class: "error" }, `dropped${row.count > 1 ? ` ×${row.count}` : ""}: ${row.reason}`)
+        : row.outcome === "reused" ? "reused (scene unchanged)" : "asked"),
+      h("td", {}, row.verdicts.map((v) => h("div", {}, verdictLine(v),
+        v.description ? h("div", { class: "desc" }, v.description) : null))))));
+  });
+}
+
+// --- Events ----------------------------------------------------------------------------
+
+function deliveryLine(d) {
+  let text = d.state;
+  if (d.state === "pending" && d.next_attempt) text += `, next try ${ago(new Date(d.next_attempt * 1000).toISOString()).replace(" ago", "")}`;
+  if (d.state !== "delivered" && d.error) text += ` (${d.error})`;
+  return h("li", {}, `${d.sink}: `, h("span", { class: `state-${d.state}` }, text));
+}
+
+function eventCard(ev) {
+  const isAlert = ev.event === "target_detected";
+  const buttons = isAlert ? h("div", { class: "actions" },
+    h("button", { class: `good ${ev.feedback === "right" ? "on" : ""}`, "data-verdict": "right", onclick: () => judge(ev, "right", card) }, "Right"),
+    h("button", { class: `bad ${ev.feedback === "false_alarm" ? "on" : ""}`, "data-verdict": "false_alarm", onclick: () => judge(ev, "false_alarm", card) }, "False alarm"),
+    h("span", { class: "muted feedback" }, ev.feedback ? `marked ${ev.feedback.replace("_", " ")}` : "not judged yet")) : null;
+  const title = isAlert ? `${ev.target}` : ev.event.replace("_", " ");
+  const card = h("div", { class: "card event", "data-id": ev.id, "data-event": ev.event },
+    ev.snapshot ? h("img", { src: ev.snapshot, alt: `snapshot of ${ev.stream}` }) : h("div", { class: "muted" }, "no snapshot"),
+    h("div", {},
+      h("h3", {}, title, h("span", { class: "muted" }, ` · ${ev.stream}`)),
+      h("div", { class: "muted" }, isAlert ? `first seen ${when(ev.first_seen)} (${ago(ev.first_seen)})` : `${when(ev.at)} — ${ev.reason || ""}`),
+      isAlert ? h("div", {}, `confidence ${ev.confidence}/10 — `, h("span", { class: "desc" }, ev.description || "")) : null,
+      ev.model ? h("div", { class: "muted" }, `model ${ev.model}`) : null,
+      h("div", { class: "deliveries" }, ev.deliveries.length ? h("ul", {}, ev.deliveries.map(deliveryLine)) : h("span", { class: "muted" }, "no sink takes this event")),
+      buttons));
+  return card;
+}
+
+async function judge(ev, verdict, card) {
+  try {
+    await api(`/api/events/${ev.id}/feedback`, { method: "POST", json: { verdict } });
+    ev.feedback = verdict;
+    card.replaceWith(eventCard(ev));
+  } catch (err) { alert(err.message); }
+}
+
+async function showEvents() {
+  const cameras = await api("/api/cameras");
+  const form = h("form", { class: "filters", id: "event-filters" },
+    h("label", {}, "camera", h("select", { name: "stream" }, h("option", { value: "" }, "all"),
+      cameras.map((c) => h("option", { value: c.name }, c.name)))),
+    h("label", {}, "target", h("input", { name: "target", placeholder: "any" })),
+    h("label", {}, "event", h("select", { name: "event" }, h("option", { value: "" }, "all"),
+      ["target_detected", "target_cleared", "stream_down", "stream_up"].map((e) => h("option", { value: e }, e)))),
+    h("label", {}, "from", h("input", { name: "since", type: "datetime-local" })),
+    h("label", {}, "until", h("input", { name: "until", type: "datetime-local" })),
+    h("button", { type: "submit", class: "primary" }, "Show"));
+  const list = h("div", { class: "stack", id: "events" });
+  const more = h("button", { id: "more", hidden: true }, "Older events");
+  setMain(h("h1", {}, "Events"), form, list, h("p", {}, more));
+  let before = null;
+  async function load(reset) {
+    const data = new FormData(form);
+    const q = new URLSearchParams({ limit: "30" });
+    for (const k of ["stream", "target", "event"]) if (data.get(k)) q.set(k, data.get(k));
+    for (const k of ["since", "until"]) if (data.get(k)) q.set(k, String(Date.parse(data.get(k)) / 1000));
+    if (reset) { before = null; list.replaceChildren(); }
+    if (before !== null) q.set("before", String(before));
+    const events = await api(`/api/events?${q}`);
+    if (reset && !events.length) list.append(h("p", { class: "muted" }, "No events."));
+    list.append(...events.map(eventCard));
+    before = events.length ? events[events.length - 1].seq : before;
+    more.hidden = events.length < 30;
+  }
+  form.addEventListener("submit", (e) => { e.preventDefault(); load(true); });
+  more.addEventListener("click", () => load(false));
+  await load(true);
+}
+
+// --- Scan ------------------------------------------------------------------------------
+
+function stripClass(row) {
+  const vs = row.verdicts;
+  if (vs.some((v) => v.match)) return "s-match";
+  if (vs.some((v) => v.error)) return "s-error";
+  if (vs.some((v) => v.present)) return "s-unsure";
+  return "s-no";
+}
+
+function showScanForm() {
+  const file = h("input", { type: "file", name: "video", accept: "video/*", id: "video" });
+  const drop = h("div", { class: "drop", id: "drop" }, "Drop a recording here, or ", file);
+  const targets = h("textarea", { name: "targets", rows: 3, id: "targets", placeholder: "one target per line, e.g. a person wearing a red shirt" });
+  const error = h("p", { class: "error", id: "scan-error" });
+  const start = h("button", { class: "primary", id: "start" }, "Start");
+  const bar = h("div", { class: "progress", hidden: true }, h("div", {}));
+  let chosen = null;
+  drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (e) => {
+    e.preventDefault(); drop.classList.remove("over");
+    if (e.dataTransfer.files.length) { chosen = e.dataTransfer.files[0]; drop.firstChild.textContent = `${chosen.name} — `; }
+  });
+  file.addEventListener("change", () => { chosen = file.files[0] || null; });
+  start.addEventListener("click", () => {
+    error.textContent = "";
+    if (!chosen) { error.textContent = "Choose a recording first."; return; }
+    const form = new FormData();
+    form.append("targets", targets.value);
+    form.append("video", chosen, chosen.name);
+    // XMLHttpRequest, for the upload's own progress.
+    const xhr = new XMLHttpRequest();
+    xhr.open("POST", "/api/scans");
+    xhr.setRequestHeader("X-CSRF-Token", state.csrf || "");
+    bar.hidden = false;
+    xhr.upload.onprogress = (e) => { if (e.lengthComputable) bar.firstChild.style.width = `${100 * e.loaded / e.total}%`; };
+    xhr.onload = () => {
+      bar.hidden = true;
+      let data = null;
+      try { data = JSON.parse(xhr.responseText); } catch (err) { /* not JSON */ }
+      if (xhr.status === 202) { location.hash = `#/scan/${data.id}`; return; }
+      if (xhr.status === 401) { showLogin(); return; }
+      error.textContent = (data && data.error) || `upload failed (HTTP ${xhr.status})`;
+    };
+    xhr.onerror = () => { bar.hidden = true; error.textContent = "upload failed: the connection was closed (too large?)"; };
+    xhr.send(form);
+  });
+  const queue = h("tbody", {});
+  setMain(h("h1", {}, "Scan a recording"),
+    h("div", { class: "card" }, h("div", { class: "body stack" }, drop,
+      h("label", {}, "What to find", h("br"), targets), h("div", {}, start), bar, error)),
+    h("h2", {}, "Scans"), h("table", { id: "scans" }, h("thead", {}, h("tr", {}, h("th", {}, "recording"),
+      h("th", {}, "targets"), h("th", {}, "status"), h("th", {}, "first detection"))), queue));
+  every(2000, async () => {
+    const scans = await api("/api/scans");
+    queue.replaceChildren(...scans.map((s) => h("tr", {},
+      h("td", {}, h("a", { href: `#/scan/${s.id}` }, s.name)), h("td", {}, s.targets.join("; ")),
+      h("td", {}, `${s.status}${s.status === "running" ? ` ${Math.round(100 * s.progress)}%` : ""}`),
+      h("td", {}, s.first_detection_seconds === null ? "—" : clock(s.first_detection_seconds)))));
+  });
+}
+
+function showScan(id) {
+  const title = h("h1", {}, "Scan");
+  const status = h("p", { id: "scan-status" });
+  const bar = h("div", { class: "progress", id: "scan-progress" }, h("div", {}));
+  const strip = h("div", { class: "strip", id: "strip" });
+  const found = h("div", { class: "found", id: "found" });
+  const stop = h("button", { id: "stop" }, "Stop");
+  const rows = h("tbody", {});
+  setMain(h("p", {}, h("a", { href: "#/scan" }, "← Scans")), title, status, bar, h("p", {}, stop),
+    h("h2", {}, "Along the recording"), strip, found,
+    h("table", { id: "scan-rows" }, h("thead", {}, h("tr", {}, h("th", {}, "frame"), h("th", {}, "second"),
+      h("th", {}, "verdicts"))), rows));
+  stop.addEventListener("click", () => api(`/api/scans/${id}/stop`, { method: "POST" }));
+  let since = 0;
+  const samples = [];
+  const timer = setInterval(update, 1000);
+  state.timers.push(timer);
+  update();
+  async function update() {
+    const s = await api(`/api/scans/${id}?since=${since}`);
+    title.textContent = `Scan of ${s.name}`;
+    for (const row of s.samples) {
+      samples.push(row);
+      rows.prepend(h("tr", { "data-second": row.second },
+        h("td", {}, row.thumb ? h("img", { src: `/api/scans/${id}/thumbs/${samples.length - 1}.jpg`, alt: "" }) : ""),
+        h("td", {}, clock(row.second)),
+        h("td", {}, row.verdicts.map((v) => h("div", {}, verdictLine(v),
+          v.description || v.error ? h("div", { class: "desc" }, v.description || v.error) : null)))));
+    }
+    since = s.sample_count;
+    const length = s.duration ? Math.ceil(s.duration) : samples.length;
+    if (strip.childElementCount !== length) {
+      strip.replaceChildren(...Array.from({ length }, () => h("span", {})));
+    }
+    samples.forEach((row, i) => {
+      const cell = strip.children[Math.floor(row.second)] || strip.children[i];
+      if (cell) { cell.className = stripClass(row); cell.title = `${clock(row.second)}`; }
+    });
+    bar.firstChild.style.width = `${100 * s.progress}%`;
+    status.textContent = `${s.status} — ${clock(s.analysed)} analysed` +
+      (s.duration ? ` of ${clock(s.duration)}` : "") + ` — targets: ${s.targets.join("; ")}` +
+      (s.error ? ` — ${s.error}` : "");
+    stop.disabled = !["queued", "running"].includes(s.status);
+    if (s.first_detection_seconds !== null) {
+      const i = samples.findIndex((r) => r.second === s.first_detection_seconds);
+      found.replaceChildren(
+        i >= 0 && samples[i].thumb ? h("img", { src: `/api/scans/${id}/thumbs/${i}.jpg`, alt: "first detection" }) : "",
+        h("div", {}, h("strong", { id: "first-detection" }, `First seen at ${clock(s.first_detection_seconds)} (${s.first_detection_seconds} s)`),
+          Object.entries(s.first_detection_by_target).map(([t, sec]) => h("div", { class: "muted" }, `${t}: ${clock(sec)}`))));
+    } else if (!["queued", "running"].includes(s.status)) {
+      found.replaceChildren(h("strong", { id: "first-detection" }, "Not found in this recording."));
+    }
+    if (!["queued", "running"].includes(s.status)) clearInterval(timer);
+  }
+}
+
+// --- routing ---------------------------------------------------------------------------
+
+async function route() {
+  stopPage();
+  if (!state.csrf) {
+    try {
+      if (!(await loadSession())) { showLogin(); return; }
+    } catch (err) { setMain(h("p", { class: "error" }, err.message)); return; }
+  }
+  showWho();
+  const [page, arg] = (location.hash.replace(/^#\//, "") || "cameras").split("/");
+  for (const a of document.querySelectorAll("nav a")) a.classList.toggle("active", a.dataset.page === page);
+  try {
+    if (page === "camera" && arg) showCamera(decodeURIComponent(arg));
+    else if (page === "events") await showEvents();
+    else if (page === "scan" && arg) showScan(arg);
+    else if (page === "scan") showScanForm();
+    else showCameras();
+  } catch (err) {
+    if (err.message !== "log in first") setMain(h("p", { class: "error" }, err.message));
+  }
+}
+
+window.addEventListener("hashchange", route);
+window.addEventListener("DOMContentLoaded", route);

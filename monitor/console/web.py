@@ -1,0 +1,406 @@
+"""The console's pages and its JSON API, on the daemon's own HTTP server.
+
+Every page is static (``static/``, shipped in the package, nothing from the
+internet) and reads the API below; the API is the contract in the README's
+"Console" section. Access: with users configured, every ``/api/`` call but
+the login needs a session cookie (signed, HttpOnly, SameSite=Strict); every
+call that changes state also needs the session's CSRF token in
+``X-CSRF-Token``. With no users the daemon only starts on a loopback address,
+the API is open to this machine, and a Host check keeps other sites' pages
+(DNS rebinding) out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from collections.abc import Awaitable, Callable
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from aiohttp import BodyPartReader, web
+
+from monitor import logs
+from monitor.alerts.outbox import Outbox
+from monitor.alerts.snapshots import Snapshots
+from monitor.config import ConsoleConfig, UserConfig
+from monitor.console.auth import COOKIE, SESSION_SECONDS, LoginThrottle, Session, Signer
+from monitor.console.board import Board
+from monitor.console.feedback import VERDICTS, Feedback, Judgement
+from monitor.console.scans import MAX_TARGETS, ScanRejected, Scans, display_name, scan_targets
+from monitor.metrics import Metrics
+from monitor.passwords import check_password, dummy_hash
+from monitor.sources.base import SourceError
+from monitor.sources.files import probe_video
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+STATIC = {"index.html": "text/html", "app.js": "text/javascript", "app.css": "text/css",
+          "favicon.svg": "image/svg+xml"}
+ALERT_ID = re.compile(r"^[0-9a-f]{32}$")
+SCAN_ID = re.compile(r"^[0-9a-f]{16}$")
+LOCAL_HOSTS = ("localhost", "127.0.0.1", "[::1]", "::1")
+MAX_QUEUED_SCANS = 5
+LIVE_PERIOD_S = 1.0  # the Cameras page hears of changes at most this often
+SESSION_KEY: web.RequestKey[Session | None] = web.RequestKey("session")
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status, dumps=lambda d: json.dumps(d, ensure_ascii=False))
+
+
+def _error(status: int, message: str) -> web.HTTPException:
+    cls = web.HTTPException
+    exc = cls(text=json.dumps({"error": message}), content_type="application/json")
+    exc.set_status(status)
+    return exc
+
+
+def _jpeg(body: bytes) -> web.Response:
+    # Frames and snapshots are private: not to be kept by shared caches.
+    return web.Response(body=body, content_type="image/jpeg",
+                        headers={"Cache-Control": "private, max-age=3600"})
+
+
+class Console:
+    def __init__(self, cfg: ConsoleConfig, users: list[UserConfig], key: bytes, board: Board,
+                 outbox: Outbox, snapshots: Snapshots | None, feedback: Feedback, scans: Scans,
+                 metrics: Metrics, *, secure_cookie: bool = False) -> None:
+        self.cfg = cfg
+        self.users = {u.name: u.password_hash.get_secret_value() for u in users}
+        self.signer = Signer(key)
+        self.board = board
+        self.outbox = outbox
+        self.snapshots = snapshots
+        self.feedback = feedback
+        self.scans = scans
+        self.metrics = metrics
+        self.secure_cookie = secure_cookie
+        self.throttle = LoginThrottle()
+        self._log = logs.get("monitor.console")
+
+    @property
+    def login_required(self) -> bool:
+        return bool(self.users)
+
+    def routes(self, app: web.Application) -> None:
+        app.middlewares.append(self._guard)
+        r = app.router
+        r.add_get("/", self._index)
+        r.add_get("/static/{name}", self._static)
+        r.add_get("/api/session", self._session)
+        r.add_post("/api/login", self._login)
+        r.add_post("/api/logout", self._logout)
+        r.add_get("/api/cameras", self._cameras)
+        r.add_get("/api/cameras/live", self._cameras_live)
+        r.add_get("/api/cameras/{name}/frame.jpg", self._camera_frame)
+        r.add_get("/api/cameras/{name}/samples", self._camera_samples)
+        r.add_get("/api/cameras/{name}/thumbs/{seq}.jpg", self._camera_thumb)
+        r.add_get("/api/events", self._events)
+        r.add_get("/api/events/{id}/snapshot.jpg", self._snapshot)
+        r.add_post("/api/events/{id}/feedback", self._judge)
+        r.add_get("/api/scans", self._scans)
+        r.add_post("/api/scans", self._scan_upload)
+        r.add_get("/api/scans/{id}", self._scan)
+        r.add_post("/api/scans/{id}/stop", self._scan_stop)
+        r.add_get("/api/scans/{id}/thumbs/{index}.jpg", self._scan_thumb)
+
+    # --- access ------------------------------------------------------------------
+
+    @web.middleware
+    async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        path = request.path
+        if path in ("/metrics", "/healthz", "/readyz"):
+            return await handler(request)
+        if not self.login_required and request.host.rsplit(":", 1)[0] not in LOCAL_HOSTS:
+            raise _error(403, "the console without users answers only to localhost")
+        session = self.signer.session(request.cookies.get(COOKIE), time.time())
+        request[SESSION_KEY] = session
+        if not path.startswith("/api/") or path in ("/api/login", "/api/session"):
+            return await handler(request)
+        if self.login_required and (session is None or session.user is None):
+            raise _error(401, "log in first")
+        if request.method not in ("GET", "HEAD"):
+            token = request.headers.get("X-CSRF-Token", "")
+            if session is None or token != self.signer.csrf(session):
+                raise _error(403, "missing or wrong X-CSRF-Token")
+        return await handler(request)
+
+    def _set_cookie(self, response: web.Response, session: Session) -> None:
+        response.set_cookie(COOKIE, self.signer.cookie(session), max_age=SESSION_SECONDS, httponly=True,
+                            samesite="Strict", secure=self.secure_cookie, path="/")
+
+    async def _session(self, request: web.Request) -> web.Response:
+        """Who is logged in, and the CSRF token; open consoles get an anonymous session here."""
+        session: Session | None = request[SESSION_KEY]
+        if session is None and not self.login_required:
+            session = self.signer.new_session(None, time.time())
+        if session is None or (self.login_required and session.user is None):
+            return _json({"login_required": True, "user": None})
+        response = _json({"login_required": self.login_required, "user": session.user,
+                          "csrf_token": self.signer.csrf(session)})
+        self._set_cookie(response, session)
+        return response
+
+    async def _login(self, request: web.Request) -> web.Response:
+        address = request.remote or "?"
+        wait = self.throttle.wait(address, time.time())
+        if wait > 0:
+            raise web.HTTPTooManyRequests(
+                text=json.dumps({"error": f"too many failed logins; try again in {wait:.0f} s"}),
+                content_type="application/json", headers={"Retry-After": str(int(wait) + 1)})
+        body = await _body_json(request)
+        name, password = body.get("name"), body.get("password")
+        if not isinstance(name, str) or not isinstance(password, str):
+            raise _error(400, 'send JSON {"name": ..., "password": ...}')
+        stored = self.users.get(name)
+        ok = await asyncio.to_thread(check_password, password, stored or dummy_hash())
+        if stored is None or not ok:
+            self.throttle.failed(address, time.time())
+            self._log.warning("console login refused", user=name[:64], address=address)
+            raise _error(401, "wrong name or password")
+        self.throttle.succeeded(address)
+        session = self.signer.new_session(name, time.time())
+        self._log.info("console login", user=name, address=address)
+        response = _json({"user": name, "csrf_token": self.signer.csrf(session)})
+        self._set_cookie(response, session)
+        return response
+
+    async def _logout(self, request: web.Request) -> web.Response:
+        response = _json({"user": None})
+        response.del_cookie(COOKIE, path="/")
+        return response
+
+    # --- pages -----------------------------------------------------------------------
+
+    async def _index(self, request: web.Request) -> web.Response:
+        return self._file("index.html")
+
+    async def _static(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if name not in STATIC:
+            raise web.HTTPNotFound()
+        return self._file(name)
+
+    def _file(self, name: str) -> web.Response:
+        body = resources.files("monitor.console").joinpath("static", name).read_bytes()
+        return web.Response(body=body, content_type=STATIC[name], headers={
+            "Cache-Control": "no-cache",
+            "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; "
+                                       "style-src 'self'; frame-ancestors 'none'",
+            "X-Content-Type-Options": "nosniff"})
+
+    # --- cameras ---------------------------------------------------------------------
+
+    async def _cameras(self, request: web.Request) -> web.Response:
+        now = time.monotonic()
+        return _json([cam.json(now) for cam in self.board.cameras.values()])
+
+    async def _cameras_live(self, request: web.Request) -> web.StreamResponse:
+        """Server-sent events: the cameras that changed, at most once a second."""
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
+                                               "Cache-Control": "no-cache"})
+        await response.prepare(request)
+        sent: dict[str, int] = {}
+        try:
+            while True:
+                now = time.monotonic()
+                changed = [cam.json(now) for cam in self.board.cameras.values()
+                           if sent.get(cam.name) != cam.version]
+                gone = [n for n in sent if n not in self.board.cameras]
+                for n in gone:
+                    del sent[n]
+                if changed or gone or not sent:
+                    sent.update({c["name"]: c["version"] for c in changed})
+                    data = json.dumps({"cameras": changed, "names": list(self.board.cameras)})
+                    await response.write(f"data: {data}\n\n".encode())
+                else:
+                    await response.write(b": idle\n\n")  # finds a closed connection
+                await asyncio.sleep(LIVE_PERIOD_S)
+        except (ConnectionResetError, ConnectionError):
+            pass
+        return response
+
+    def _camera(self, request: web.Request) -> Any:
+        cam = self.board.cameras.get(request.match_info["name"])
+        if cam is None:
+            raise _error(404, "no such camera")
+        return cam
+
+    async def _camera_frame(self, request: web.Request) -> web.Response:
+        cam = self._camera(request)
+        if cam.frame is None:
+            raise _error(404, "no frame judged yet")
+        return _jpeg(cam.frame)
+
+    async def _camera_samples(self, request: web.Request) -> web.Response:
+        cam = self._camera(request)
+        limit = _int(request.query.get("limit"), 100, 1, self.cfg.recent_samples)
+        return _json({"camera": cam.json(time.monotonic()),
+                      "samples": self.board.recent(cam.name, limit)})
+
+    async def _camera_thumb(self, request: web.Request) -> web.Response:
+        cam = self._camera(request)
+        thumb = cam.thumbs.get(_int(request.match_info["seq"], -1, -1, 2**62))
+        if thumb is None:
+            raise _error(404, "no such thumbnail (only the newest are kept)")
+        return _jpeg(thumb)
+
+    # --- events ----------------------------------------------------------------------
+
+    async def _events(self, request: web.Request) -> web.Response:
+        q = request.query
+        events = await asyncio.to_thread(
+            self.outbox.events, stream=q.get("stream") or None, target=q.get("target") or None,
+            event=q.get("event") or None, since=_float(q.get("since")), until=_float(q.get("until")),
+            before=_int(q.get("before"), None, 0, 2**62), limit=_int(q.get("limit"), 50, 1, 500))
+        judged = await asyncio.to_thread(self.feedback.of, [e.alert.id for e in events])
+        out = []
+        for e in events:
+            payload = e.alert.payload()
+            snapshot = payload.pop("snapshot", None)
+            out.append({**payload, "seq": e.seq, "created": e.created,
+                        "snapshot": f"/api/events/{e.alert.id}/snapshot.jpg" if snapshot else None,
+                        "deliveries": e.deliveries, "feedback": judged.get(e.alert.id)})
+        return _json(out)
+
+    async def _snapshot(self, request: web.Request) -> web.Response:
+        alert_id = request.match_info["id"]
+        body = None
+        if ALERT_ID.match(alert_id) and self.snapshots is not None:
+            body = await asyncio.to_thread(self.snapshots.read, f"{alert_id}.jpg")
+        if body is None:
+            raise _error(404, "no snapshot for this event")
+        return _jpeg(body)
+
+    async def _judge(self, request: web.Request) -> web.Response:
+        alert_id = request.match_info["id"]
+        verdict = (await _body_json(request)).get("verdict")
+        if verdict not in VERDICTS:
+            raise _error(400, f"verdict must be one of: {', '.join(VERDICTS)}")
+        alert = await asyncio.to_thread(self.outbox.event, alert_id) if ALERT_ID.match(alert_id) else None
+        if alert is None or alert.event != "target_detected":
+            raise _error(404, "no such alert")
+        session: Session | None = request[SESSION_KEY]
+        judgement = Judgement(alert.id, alert.stream, str(alert.fields["target"]), verdict,
+                              str(alert.fields.get("description", "")), time.time(),
+                              session.user if session else None)
+        await asyncio.to_thread(self.feedback.judge, judgement)
+        self.metrics.feedback.labels(alert.stream, judgement.target, verdict).inc()
+        self._log.info("alert judged", alert_id=alert.id, stream=alert.stream,
+                       target=judgement.target, verdict=verdict, user=judgement.user)
+        return _json({"id": alert.id, "feedback": verdict})
+
+    # --- scans -----------------------------------------------------------------------
+
+    async def _scans(self, request: web.Request) -> web.Response:
+        return _json([s.summary() for s in reversed(self.scans.scans.values())])
+
+    def _scan_of(self, request: web.Request) -> Any:
+        scan_id = request.match_info["id"]
+        scan = self.scans.scans.get(scan_id) if SCAN_ID.match(scan_id) else None
+        if scan is None:
+            raise _error(404, "no such scan")
+        return scan
+
+    async def _scan(self, request: web.Request) -> web.Response:
+        scan = self._scan_of(request)
+        return _json(scan.json(_int(request.query.get("since"), 0, 0, 10**9)))
+
+    async def _scan_stop(self, request: web.Request) -> web.Response:
+        scan = self._scan_of(request)
+        self.scans.stop(scan.id)
+        return _json(scan.summary())
+
+    async def _scan_thumb(self, request: web.Request) -> web.Response:
+        scan = self._scan_of(request)
+        body = await asyncio.to_thread(self.scans.thumb, scan.id,
+                                       _int(request.match_info["index"], -1, -1, 10**9))
+        if body is None:
+            raise _error(404, "no such thumbnail")
+        return _jpeg(body)
+
+    async def _scan_upload(self, request: web.Request) -> web.Response:
+        """multipart/form-data: ``video`` (the recording) and one or more ``targets``."""
+        active = sum(s.status in ("queued", "running") for s in self.scans.scans.values())
+        if active >= MAX_QUEUED_SCANS:
+            raise _error(429, f"{active} scans are already queued or running; wait for one to finish")
+        limit = int(self.cfg.upload_max_mb * 1e6)
+        if request.content_length is not None and request.content_length > limit + 64 * 1024:
+            raise _error(413, f"the upload is larger than the limit of {self.cfg.upload_max_mb:g} MB")
+        try:
+            reader = await request.multipart()
+        except (AssertionError, ValueError, KeyError):
+            raise _error(400, "send multipart/form-data with a `video` file and `targets`") from None
+        scan_id, path = await asyncio.to_thread(self.scans.new_folder)
+        try:
+            texts: list[str] = []
+            name: str | None = None
+            while (part := await reader.next()) is not None:
+                if not isinstance(part, BodyPartReader):
+                    raise _error(400, "nested multipart is not accepted")
+                if part.name == "video":
+                    name = display_name(part.filename)
+                    await _save_part(part, path, limit, self.cfg.upload_max_mb)
+                elif part.name in ("targets", "target", "find"):
+                    if len(texts) >= MAX_TARGETS * 4:
+                        raise _error(400, "too many targets")
+                    texts.extend((await part.text()).splitlines())
+                else:
+                    raise _error(400, f"unexpected form field {str(part.name)[:40]!r}")
+            if name is None:
+                raise _error(400, "no `video` file in the form")
+            try:
+                targets = scan_targets(texts)
+                duration = await asyncio.to_thread(probe_video, path)
+            except (ScanRejected, SourceError) as e:
+                raise _error(400, f"{name}: {e}") from None
+        except BaseException:
+            await asyncio.to_thread(self.scans.discard, scan_id)
+            raise
+        scan = self.scans.submit(scan_id, name, targets, duration)
+        return _json({"id": scan.id, **scan.summary()}, status=202)
+
+
+async def _save_part(part: BodyPartReader, path: Path, limit: int, limit_mb: float) -> None:
+    """Write the upload as it arrives; past the limit, stop reading and answer 413."""
+    size = 0
+    with path.open("wb") as f:
+        while chunk := await part.read_chunk(1 << 20):
+            size += len(chunk)
+            if size > limit:
+                raise _error(413, f"the upload is larger than the limit of {limit_mb:g} MB")
+            await asyncio.to_thread(f.write, chunk)
+    if size == 0:
+        raise _error(400, "the uploaded file is empty")
+
+
+async def _body_json(request: web.Request) -> dict[str, Any]:
+    try:
+        data = await request.json()
+    except (ValueError, UnicodeDecodeError):
+        raise _error(400, "the body is not JSON") from None
+    if not isinstance(data, dict):
+        raise _error(400, "the body must be a JSON object")
+    return data
+
+
+def _int(text: str | None, default: Any, low: int, high: int) -> Any:
+    if text is None or text == "":
+        return default
+    try:
+        return max(low, min(high, int(text)))
+    except ValueError:
+        raise _error(400, f"not a whole number: {text[:20]!r}") from None
+
+
+def _float(text: str | None) -> float | None:
+    if not text:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise _error(400, f"not a number: {text[:20]!r}") from None

@@ -1,0 +1,283 @@
+"""The console's API against the running daemon (in-process), the stand-in model and real files."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import cv2
+import httpx
+import numpy as np
+import pytest
+import yaml
+
+from monitor.app import Daemon
+from monitor.config import parse_config
+from monitor.metrics import Metrics
+from monitor.passwords import hash_password
+from tests.conftest import cli
+from tests.fakes.vllm import FakeVLM
+
+RED = "a person wearing a red shirt"
+PASSWORD = "correct horse battery"
+
+
+def config_doc(tmp_path: Path, fake: FakeVLM, streams: list[dict[str, Any]], **extra: Any) -> str:
+    return yaml.safe_dump({
+        "vlm": {"base_url": fake.base_url, "max_concurrency": 4},
+        "streams": streams,
+        "server": {"listen": "127.0.0.1:0", **extra.pop("server", {})},
+        "state_dir": str(tmp_path / "state"),
+        **extra,
+    })
+
+
+@asynccontextmanager
+async def running(doc: str) -> AsyncIterator[tuple[Daemon, Metrics, httpx.AsyncClient]]:
+    metrics = Metrics()
+    daemon = Daemon(parse_config(doc, "test"), metrics)
+    shutdown = asyncio.Event()
+    task = asyncio.create_task(daemon.run(shutdown))
+    started = asyncio.create_task(daemon.started.wait())
+    await asyncio.wait([task, started], return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        task.result()  # raises what stopped it
+    assert daemon.http is not None
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{daemon.http.port}", timeout=10) as http:
+        try:
+            yield daemon, metrics, http
+        finally:
+            shutdown.set()
+            await task
+
+
+async def until(check: Callable[[], Awaitable[Any]], within: float = 30.0) -> Any:
+    deadline = time.monotonic() + within
+    while True:
+        value = await check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting")
+        await asyncio.sleep(0.1)
+
+
+async def session(http: httpx.AsyncClient) -> dict[str, str]:
+    data = (await http.get("/api/session")).json()
+    return {"X-CSRF-Token": data["csrf_token"]}
+
+
+async def test_cameras_events_and_feedback_survive_a_restart(
+        tmp_path: Path, clips: dict[str, Path], fake_vlm: FakeVLM) -> None:
+    doc = config_doc(tmp_path, fake_vlm, [
+        {"name": "yard", "url": str(clips["red"]), "targets": [RED], "realtime": True}])
+    async with running(doc) as (_, metrics, http):
+        page = await http.get("/")
+        assert page.status_code == 200 and "/static/app.js" in page.text
+        assert "default-src 'self'" in page.headers["Content-Security-Policy"]
+        assert (await http.get("/static/app.js")).status_code == 200
+        assert (await http.get("/static/..%2Fweb.py")).status_code == 404
+
+        async def red_seen() -> Any:
+            cams = (await http.get("/api/cameras")).json()
+            return cams[0]["targets"][0]["present"] and cams[0]
+
+        cam = await until(red_seen)
+        assert cam["name"] == "yard" and cam["up"] is True
+        target = cam["targets"][0]
+        assert target["target"] == RED and target["confidence"] >= 7 and "red" in target["description"]
+        assert target["at"] and target["asked"] is True
+        frame = await http.get(f"/api/cameras/yard/frame.jpg?f={cam['frame']}")
+        assert frame.headers["Content-Type"] == "image/jpeg"
+        image = cv2.imdecode(np.frombuffer(frame.content, np.uint8), cv2.IMREAD_COLOR)
+        assert image.shape[1] == 644  # the JPEG the model was sent, as it was sent
+        samples = (await http.get("/api/cameras/yard/samples?limit=500")).json()["samples"]
+        assert samples[0]["seq"] > samples[-1]["seq"]  # newest first
+        assert {s["outcome"] for s in samples} <= {"asked", "reused", "dropped"}
+        asked = next(s for s in samples if s["thumb"])
+        thumb = await http.get(f"/api/cameras/yard/thumbs/{asked['seq']}.jpg")
+        assert thumb.status_code == 200 and thumb.content[:2] == b"\xff\xd8"
+        assert (await http.get("/api/cameras/nope/samples")).status_code == 404
+
+        async def alerted() -> Any:
+            events = (await http.get("/api/events?stream=yard&limit=10")).json()
+            return [e for e in events if e["event"] == "target_detected"]
+
+        alert = (await until(alerted))[0]
+        assert alert["target"] == RED and alert["first_seen"] and alert["feedback"] is None
+        assert alert["deliveries"][0]["sink"] == "log"
+        snap = await http.get(alert["snapshot"])
+        assert snap.status_code == 200 and snap.content[:2] == b"\xff\xd8"
+        assert (await http.get("/api/events/../../etc/passwd/snapshot.jpg")).status_code == 404
+
+        url = f"/api/events/{alert['id']}/feedback"
+        no_token = await http.post(url, json={"verdict": "false_alarm"})
+        assert no_token.status_code == 403  # CSRF: the token is required even on loopback
+        headers = await session(http)
+        assert (await http.post(url, json={"verdict": "maybe"}, headers=headers)).status_code == 400
+        judged = await http.post(url, json={"verdict": "false_alarm"}, headers=headers)
+        assert judged.status_code == 200, judged.text
+        assert metrics.registry.get_sample_value(
+            "vlm_monitor_feedback_total", {"stream": "yard", "target": RED, "verdict": "false_alarm"}) == 1
+        events = (await http.get(f"/api/events?target={RED}")).json()
+        assert next(e for e in events if e["id"] == alert["id"])["feedback"] == "false_alarm"
+
+    async with running(doc) as (_, metrics, http):
+        events = (await http.get("/api/events?event=target_detected")).json()
+        assert next(e for e in events if e["id"] == alert["id"])["feedback"] == "false_alarm"
+        text = (await http.get("/metrics")).text
+        assert ('vlm_monitor_feedback_total{stream="yard",target="a person wearing a red shirt",'
+                'verdict="false_alarm"} 1.0') in text
+
+
+async def test_login_sessions_csrf_and_throttle(
+        tmp_path: Path, clips: dict[str, Path], fake_vlm: FakeVLM) -> None:
+    doc = config_doc(tmp_path, fake_vlm, [{"name": "yard", "url": str(clips["empty"]), "targets": [RED],
+                                           "realtime": True}],
+                     server={"users": [{"name": "ops", "password_hash": hash_password(PASSWORD, n=2**10)}]})
+    async with running(doc) as (_, _, http):
+        assert (await http.get("/api/cameras")).status_code == 401
+        assert (await http.get("/api/events")).status_code == 401
+        assert (await http.get("/api/session")).json() == {"login_required": True, "user": None}
+        assert (await http.get("/metrics")).status_code == 200  # unchanged: no login
+        wrong = await http.post("/api/login", json={"name": "ops", "password": "guess"})
+        assert wrong.status_code == 401 and "vlm_session" not in wrong.cookies
+        assert (await http.post("/api/login", json={"name": "nobody", "password": "x"})).status_code == 401
+        good = await http.post("/api/login", json={"name": "ops", "password": PASSWORD})
+        assert good.status_code == 200
+        token = good.json()["csrf_token"]
+        assert (await http.get("/api/cameras")).json()[0]["name"] == "yard"
+        assert (await http.post("/api/logout")).status_code == 403  # no token
+        forged = http.cookies["vlm_session"][:-3] + "AAA"
+        async with httpx.AsyncClient(base_url=str(http.base_url), cookies={"vlm_session": forged}) as other:
+            assert (await other.get("/api/cameras")).status_code == 401
+        assert (await http.post("/api/logout", headers={"X-CSRF-Token": token})).status_code == 200
+        http.cookies.clear()
+        assert (await http.get("/api/cameras")).status_code == 401
+        # The login above forgot the earlier failures; three are free, then the next attempt waits.
+        for _ in range(3):
+            assert (await http.post("/api/login", json={"name": "ops", "password": "x"})).status_code == 401
+        slowed = await http.post("/api/login", json={"name": "ops", "password": PASSWORD})
+        assert slowed.status_code == 429 and int(slowed.headers["Retry-After"]) >= 1
+
+
+def test_off_loopback_without_users_refuses_to_start(tmp_path: Path, fake_vlm: FakeVLM,
+                                                     clips: dict[str, Path]) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(config_doc(tmp_path, fake_vlm, [{"name": "a", "url": str(clips["empty"]), "targets": [RED]}],
+                              server={"listen": "0.0.0.0:0"}))
+    result = cli("run", "--config", str(cfg))
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "no server.users" in result.stderr, result.stderr
+
+
+def test_hash_password_reads_stdin_and_check_config_rejects_a_bad_hash(tmp_path: Path) -> None:
+    result = cli("hash-password", input="a long enough password\n")
+    assert result.returncode == 0 and result.stdout.startswith("scrypt$")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"streams": [{"name": "a", "url": "/x.mp4", "targets": ["x"]}],
+                                   "server": {"users": [{"name": "ops", "password_hash": "plaintext"}]}}))
+    bad = cli("check-config", str(cfg))
+    assert bad.returncode == 2 and "server.users[0].password_hash" in bad.stderr
+    assert "plaintext" not in bad.stderr
+
+
+async def scan_upload(http: httpx.AsyncClient, headers: dict[str, str], name: str, content: bytes,
+                      targets: str) -> httpx.Response:
+    return await http.post("/api/scans", headers=headers, files={"video": (name, content, "video/mp4")},
+                           data={"targets": targets})
+
+
+async def chunked_form(video: bytes) -> AsyncIterator[bytes]:
+    yield (b'--xyz\r\nContent-Disposition: form-data; name="targets"\r\n\r\nred\r\n'
+           b'--xyz\r\nContent-Disposition: form-data; name="video"; filename="big.mp4"\r\n'
+           b"Content-Type: video/mp4\r\n\r\n")
+    for i in range(0, len(video), 1 << 16):
+        yield video[i:i + (1 << 16)]
+    yield b"\r\n--xyz--\r\n"
+
+
+async def test_scans_upload_progress_first_detection_and_bad_uploads(
+        tmp_path: Path, clips: dict[str, Path], fake_vlm: FakeVLM) -> None:
+    doc = config_doc(tmp_path, fake_vlm, [{"name": "a", "url": str(clips["empty"]), "targets": [RED],
+                                           "realtime": True}],
+                     console={"upload_max_mb": 8})
+    async with running(doc) as (_, _, http):
+        headers = await session(http)
+        video = clips["red"].read_bytes()
+        assert len(video) < 8e6
+        started = await scan_upload(http, headers, "../../escape.mp4", video, f"{RED}\na blue car")
+        assert started.status_code == 202, started.text
+        scan_id = started.json()["id"]
+        scans_dir = tmp_path / "state" / "scans"
+        assert not (tmp_path / "escape.mp4").exists() and not (scans_dir.parent / "escape.mp4").exists()
+
+        progress: list[float] = []
+
+        async def done() -> Any:
+            s = (await http.get(f"/api/scans/{scan_id}")).json()
+            progress.append(s["progress"])
+            return s["status"] not in ("queued", "running") and s
+
+        result = await until(done, within=60)
+        assert result["status"] == "done", result
+        assert result["name"] == "escape.mp4"
+        assert result["first_detection_seconds"] == 5.0
+        assert result["first_detection_by_target"] == {RED: 5.0}
+        assert len(result["samples"]) == 20
+        s5 = result["samples"][5]
+        assert s5["second"] == 5.0 and s5["verdicts"][0]["match"] and not s5["verdicts"][1]["match"]
+        assert progress == sorted(progress) and result["progress"] == 1.0
+        later = (await http.get(f"/api/scans/{scan_id}?since=18")).json()["samples"]
+        assert [s["second"] for s in later] == [18.0, 19.0]
+        thumb = await http.get(f"/api/scans/{scan_id}/thumbs/5.jpg")
+        assert thumb.status_code == 200 and thumb.content[:2] == b"\xff\xd8"
+        assert not (scans_dir / scan_id / "upload.video").exists()  # the upload is gone once done
+
+        too_big = await scan_upload(http, headers, "big.mp4", video + b"\0" * 3_000_000, RED)
+        assert too_big.status_code == 413 and "8 MB" in too_big.json()["error"]
+        chunked = await http.post(  # no Content-Length: stopped while it streams in
+            "/api/scans", headers={**headers, "Content-Type": "multipart/form-data; boundary=xyz"},
+            content=chunked_form(video + b"\0" * 3_000_000))
+        assert chunked.status_code == 413, chunked.text
+        text = await scan_upload(http, headers, "notes.mp4", b"hello, this is text\n" * 100, RED)
+        assert text.status_code == 400 and "notes.mp4: not a video" in text.json()["error"]
+        no_target = await scan_upload(http, headers, "x.mp4", video, "  ")
+        assert no_target.status_code == 400 and "target" in no_target.json()["error"]
+        no_csrf = await scan_upload(http, {}, "x.mp4", video, RED)
+        assert no_csrf.status_code == 403
+        assert sorted(p.name for p in scans_dir.iterdir()) == [scan_id]  # refused uploads left nothing
+        listed = (await http.get("/api/scans")).json()
+        assert [s["id"] for s in listed] == [scan_id] and "samples" not in listed[0]
+
+    async with running(doc) as (_, _, http):
+        kept = (await http.get(f"/api/scans/{scan_id}")).json()
+        assert kept["status"] == "done" and kept["first_detection_seconds"] == 5.0
+
+
+@pytest.mark.parametrize("stop_at", [1])
+async def test_a_scan_can_be_stopped(tmp_path: Path, clips: dict[str, Path], fake_vlm: FakeVLM,
+                                     stop_at: int) -> None:
+    fake_vlm.latency = 0.2
+    doc = config_doc(tmp_path, fake_vlm, [{"name": "a", "url": str(clips["empty"]), "targets": [RED],
+                                           "realtime": True}], console={"scan_concurrency": 1})
+    async with running(doc) as (_, _, http):
+        headers = await session(http)
+        scan_id = (await scan_upload(http, headers, "r.mp4", clips["red"].read_bytes(), RED)).json()["id"]
+
+        async def some() -> Any:
+            return len((await http.get(f"/api/scans/{scan_id}")).json()["samples"]) >= stop_at
+
+        await until(some)
+        assert (await http.post(f"/api/scans/{scan_id}/stop", headers=headers)).status_code == 200
+
+        async def stopped() -> Any:
+            s = (await http.get(f"/api/scans/{scan_id}")).json()
+            return s["status"] == "stopped" and s
+
+        s = await until(stopped)
+        assert len(s["samples"]) < 20 and s["progress"] < 1
