@@ -142,13 +142,15 @@ class Outbox:
 
     def events(self, *, stream: str | None = None, target: str | None = None,
                event: str | None = None, since: float | None = None, until: float | None = None,
-               before: int | None = None, limit: int = 50) -> list[StoredEvent]:
-        """Stored alerts, newest first, with each sink's delivery state; ``before`` pages by seq."""
+               before: int | None = None, after: int | None = None,
+               limit: int = 50) -> list[StoredEvent]:
+        """Stored alerts, newest first, with each sink's delivery state; ``before`` pages back
+        by seq, ``after`` asks only for what came since."""
         where: list[str] = ["1"]
         args: list[object] = []
         for clause, value in (("stream = ?", stream), ("json_extract(body, '$.target') = ?", target),
                               ("event = ?", event), ("created >= ?", since), ("created < ?", until),
-                              ("seq < ?", before)):
+                              ("seq < ?", before), ("seq > ?", after)):
             if value is not None:
                 where.append(clause)
                 args.append(value)

@@ -256,7 +256,8 @@ class Console:
         events = await asyncio.to_thread(
             self.outbox.events, stream=q.get("stream") or None, target=q.get("target") or None,
             event=q.get("event") or None, since=_float(q.get("since")), until=_float(q.get("until")),
-            before=_int(q.get("before"), None, 0, 2**62), limit=_int(q.get("limit"), 50, 1, 500))
+            before=_int(q.get("before"), None, 0, 2**62), after=_int(q.get("after"), None, 0, 2**62),
+            limit=_int(q.get("limit"), 50, 1, 500))
         judged = await asyncio.to_thread(self.feedback.of, [e.alert.id for e in events])
         out = []
         for e in events:

@@ -92,9 +92,8 @@ function showWho() {
   const who = document.getElementById("who");
   document.getElementById("nav").hidden = !state.csrf;
   if (!state.csrf) { who.replaceChildren(); return; }
-  who.replaceChildren(
-    state.user ? h("span", {}, state.user) : h("span", { class: "muted" }, "local"),
-    state.loginRequired ? h("button", { onclick: logout, id: "logout" }, "Log out") : null);
+  who.replaceChildren(state.user ? h("span", {}, state.user) : h("span", { class: "muted" }, "this machine only"));
+  if (state.loginRequired) who.append(h("button", { onclick: logout, id: "logout" }, "Log out"));
 }
 
 async function logout() {
@@ -261,23 +260,41 @@ async function showEvents() {
   const list = h("div", { class: "stack", id: "events" });
   const more = h("button", { id: "more", hidden: true }, "Older events");
   setMain(h("h1", {}, "Events"), form, list, h("p", {}, more));
-  let before = null;
-  async function load(reset) {
+  let before = null, newest = null;
+  function query() {
     const data = new FormData(form);
     const q = new URLSearchParams({ limit: "30" });
     for (const k of ["stream", "target", "event"]) if (data.get(k)) q.set(k, data.get(k));
     for (const k of ["since", "until"]) if (data.get(k)) q.set(k, String(Date.parse(data.get(k)) / 1000));
-    if (reset) { before = null; list.replaceChildren(); }
+    return q;
+  }
+  async function load(reset) {
+    const q = query();
+    if (reset) { before = null; newest = null; list.replaceChildren(); }
     if (before !== null) q.set("before", String(before));
     const events = await api(`/api/events?${q}`);
-    if (reset && !events.length) list.append(h("p", { class: "muted" }, "No events."));
+    if (reset && !events.length) list.append(h("p", { class: "muted", id: "no-events" }, "No events."));
     list.append(...events.map(eventCard));
     before = events.length ? events[events.length - 1].seq : before;
+    if (reset && events.length) newest = events[0].seq;
     more.hidden = events.length < 30;
+  }
+  // New events appear at the top as they are raised.
+  async function refresh() {
+    const q = query();
+    if (newest !== null) q.set("after", String(newest));
+    const events = await api(`/api/events?${q}`);
+    if (!events.length) return;
+    const empty = document.getElementById("no-events");
+    if (empty) empty.remove();
+    list.prepend(...events.map(eventCard));
+    newest = events[0].seq;
+    if (before === null) before = events[events.length - 1].seq;
   }
   form.addEventListener("submit", (e) => { e.preventDefault(); load(true); });
   more.addEventListener("click", () => load(false));
   await load(true);
+  state.timers.push(setInterval(refresh, 3000));
 }
 
 // --- Scan ------------------------------------------------------------------------------

@@ -1,0 +1,155 @@
+"""The console in a real browser: Debian's Chromium driven by Playwright, against the running
+daemon, the stand-in model and a real RTSP server.
+
+Each test saves screenshots of the pages it visits (in its tmp_path; also in
+$SCREENSHOTS_DIR when set, which is how docs/console/ is refreshed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from playwright.async_api import Page, async_playwright, expect
+
+from monitor.passwords import hash_password
+from tests.conftest import free_port
+from tests.fakes.vllm import FakeVLM
+from tests.rtsp import RtspServer
+from tests.test_console import RED, config_doc, running
+
+CHROMIUM = shutil.which("chromium") or "/usr/lib/chromium/chromium"
+PASSWORD = "correct horse battery"
+
+
+@asynccontextmanager
+async def browser(base_url: str) -> AsyncIterator[Page]:
+    async with async_playwright() as p:
+        chromium = await p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            context = await chromium.new_context(base_url=base_url, viewport={"width": 1280, "height": 860})
+            context.set_default_timeout(20_000)
+            yield await context.new_page()
+        finally:
+            await chromium.close()
+
+
+async def shot(page: Page, tmp_path: Path, name: str) -> None:
+    path = tmp_path / f"{name}.png"
+    await page.screenshot(path=str(path), full_page=False)
+    assert path.stat().st_size > 5_000  # a page, not a blank
+    if os.environ.get("SCREENSHOTS_DIR"):
+        Path(os.environ["SCREENSHOTS_DIR"]).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, Path(os.environ["SCREENSHOTS_DIR"]) / path.name)
+
+
+async def log_in(page: Page) -> None:
+    await page.goto("/")
+    await page.fill("#login input[name=name]", "ops")
+    await page.fill("#login input[name=password]", PASSWORD)
+    await page.click("#login button")
+    await expect(page.locator("#logout")).to_be_visible()
+
+
+async def test_cameras_live_tiles_events_and_false_alarm_across_a_restart(
+        tmp_path: Path, fake_vlm: FakeVLM) -> None:
+    rtsp = RtspServer(free_port()).start()
+    dead = f"rtsp://127.0.0.1:{free_port()}/live"  # nothing listens there
+    doc = config_doc(tmp_path, fake_vlm, [
+        {"name": "yard", "url": rtsp.url(), "targets": [RED, "a green umbrella"]},
+        {"name": "gate", "url": dead, "targets": [RED], "open_timeout_seconds": 2,
+         "down_alert_after_seconds": 1}],
+        server={"users": [{"name": "ops", "password_hash": hash_password(PASSWORD, n=2**10)}]},
+        alerts=[{"type": "log", "events": ["target_detected", "stream_down", "stream_up"]}])
+    try:
+        async with running(doc) as (daemon, _, http), browser(str(http.base_url)) as page:
+            await page.goto("/")
+            await page.fill("#login input[name=name]", "ops")
+            await page.fill("#login input[name=password]", "wrong password")
+            await page.click("#login button")
+            await expect(page.locator("#login-error")).to_have_text("wrong name or password")
+            await shot(page, tmp_path, "login")
+            await page.fill("#login input[name=password]", PASSWORD)
+            await page.click("#login button")
+
+            yard = page.locator('[data-camera="yard"]')
+            await expect(yard).to_have_attribute("data-state", "up")
+            await expect(yard.locator(".chip").first).to_have_text("no")
+            await expect(yard.locator("img")).to_be_visible()
+            gate = page.locator('[data-camera="gate"]')
+            await expect(gate).to_have_attribute("data-state", "down")
+            await expect(gate.locator(".reason")).to_contain_text("cannot connect")
+
+            await asyncio.to_thread(rtsp.send, "red")
+            await expect(yard.locator(".chip").first).to_have_text("MATCH", timeout=20_000)
+            await expect(yard.locator(".desc").first).to_contain_text("red")
+            await shot(page, tmp_path, "cameras")
+
+            await page.click('[data-camera="yard"] h3 a')
+            await expect(page.locator("#samples tbody tr").first).to_be_visible()
+            await expect(page.locator('#samples tr[data-outcome="asked"] img').first).to_be_visible()
+            await shot(page, tmp_path, "camera")
+
+            await page.goto("/#/events")
+            alert = page.locator('.event[data-event="target_detected"]').first
+            await expect(alert).to_be_visible(timeout=20_000)
+            assert await alert.locator("img").evaluate("img => img.complete && img.naturalWidth > 0")
+            await expect(page.locator('.event[data-event="stream_down"]').first).to_be_visible()
+            await alert.locator('button[data-verdict="false_alarm"]').click()
+            alert = page.locator('.event[data-event="target_detected"]').first
+            await expect(alert.locator(".feedback")).to_have_text("marked false alarm")
+            await shot(page, tmp_path, "events")
+            alert_id = await alert.get_attribute("data-id")
+
+        async with running(doc) as (daemon, _, http), browser(str(http.base_url)) as page:
+            await log_in(page)
+            await page.goto("/#/events")
+            card = page.locator(f'.event[data-id="{alert_id}"]')
+            await expect(card.locator(".feedback")).to_have_text("marked false alarm")
+            await expect(card.locator('button[data-verdict="false_alarm"]')).to_have_class("bad on")
+            metrics = (await http.get("/metrics")).text
+            assert 'verdict="false_alarm"} 1.0' in metrics
+    finally:
+        rtsp.kill()
+
+
+async def test_scan_page_streams_rows_and_finds_the_first_second(
+        tmp_path: Path, fake_vlm: FakeVLM, clips: dict[str, Path]) -> None:
+    fake_vlm.latency = 0.1  # slow enough to watch the rows arrive
+    doc = config_doc(tmp_path, fake_vlm, [{"name": "a", "url": str(clips["empty"]), "targets": [RED],
+                                           "realtime": True}], console={"upload_max_mb": 8})
+    big = tmp_path / "big.mp4"
+    big.write_bytes(clips["red"].read_bytes() + b"\0" * 3_000_000)
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video\n" * 100)
+    async with running(doc) as (_, _, http), browser(str(http.base_url)) as page:
+        await page.goto("/#/scan")
+        await page.set_input_files("#video", str(text))
+        await page.fill("#targets", RED)
+        await page.click("#start")
+        await expect(page.locator("#scan-error")).to_contain_text("notes.mp4: not a video")
+        await page.set_input_files("#video", str(big))
+        await page.click("#start")
+        await expect(page.locator("#scan-error")).to_contain_text("larger than the limit of 8 MB")
+
+        await page.set_input_files("#video", str(clips["red"]))
+        await page.click("#start")
+        await expect(page.locator("#scan-rows tbody tr").first).to_be_visible()
+        widths = []
+        for _ in range(3):
+            widths.append(await page.locator("#scan-progress > div").evaluate("d => d.style.width"))
+            await asyncio.sleep(0.7)
+        await expect(page.locator("#first-detection")).to_contain_text("0:05", timeout=30_000)
+        await expect(page.locator("#scan-status")).to_contain_text("done", timeout=30_000)
+        await expect(page.locator("#scan-rows tbody tr")).to_have_count(20)
+        await expect(page.locator("#strip .s-match")).to_have_count(7)  # seconds 5 to 11
+        await shot(page, tmp_path, "scan")
+        assert len({w for w in widths}) > 1 or widths[-1] == "100%", widths
+
+        await page.goto("/#/scan")
+        await expect(page.locator("#scans tbody tr")).to_have_count(1)
+        await expect(page.locator("#scans tbody tr td").nth(2)).to_have_text("done")
