@@ -18,7 +18,8 @@ def b64(data: bytes) -> str:
 
 
 def unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    """Raises ValueError (binascii.Error) for anything but base64url."""
+    return base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
 
 
 # 2^15 x 8 x 128 bytes = 32 MiB and ~0.1 s per check: slow for a guesser, fine for a login.
@@ -49,7 +50,10 @@ def parse_hash(stored: str) -> tuple[int, int, int, bytes, bytes]:
         n, r, p = int(parts[1]), int(parts[2]), int(parts[3])
         if n < 2 or n & (n - 1) or n > 2**20 or not 1 <= r <= 32 or not 1 <= p <= 16:
             raise ValueError
-        return n, r, p, unb64(parts[4]), unb64(parts[5])
+        salt, digest = unb64(parts[4]), unb64(parts[5])
+        if len(salt) < 8 or len(digest) != 32:
+            raise ValueError
+        return n, r, p, salt, digest
     except ValueError:
         raise BadHash("not a hash from `vlm-monitor hash-password` (scrypt$N$r$p$salt$hash)") from None
 

@@ -1,0 +1,170 @@
+"""The console's pure parts: passwords, cookies, CSRF, throttling, the board, scan input; and the
+model client's background slots that scans use."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from monitor.config import VlmConfig
+from monitor.console.auth import LoginThrottle, Signer, is_loopback, load_key
+from monitor.console.board import THUMBS_KEPT, Board, Verdict
+from monitor.console.feedback import Feedback, Judgement
+from monitor.console.scans import ScanRejected, display_name, scan_targets
+from monitor.metrics import Metrics
+from monitor.passwords import BadHash, check_password, hash_password, parse_hash
+from monitor.vlm import VlmClient
+
+
+def test_password_hashes_check_and_reject_what_is_not_ours() -> None:
+    stored = hash_password("s3cret-pass", n=2**10)
+    assert check_password("s3cret-pass", stored)
+    assert not check_password("s3cret-pas", stored)
+    assert hash_password("s3cret-pass", n=2**10) != stored  # salted
+    for bad in ["plaintext", "scrypt$3$8$1$aa$bb", "scrypt$1024$8$1$!!$bb", "md5$x$y$z$a$b"]:
+        with pytest.raises(BadHash):
+            parse_hash(bad)
+
+
+def test_session_cookies_are_signed_expire_and_bind_the_csrf_token(tmp_path: Path) -> None:
+    key = load_key(tmp_path / "console.key")
+    assert load_key(tmp_path / "console.key") == key  # kept across restarts
+    assert (tmp_path / "console.key").stat().st_mode & 0o777 == 0o600
+    signer = Signer(key)
+    session = signer.new_session("ops", now=1000.0)
+    cookie = signer.cookie(session)
+    assert signer.session(cookie, now=1001.0) == session
+    assert signer.session(cookie, now=session.expires + 1) is None
+    body, mac = cookie.rsplit(".", 1)
+    assert signer.session(body + "." + mac[::-1], now=1001.0) is None
+    other = Signer(b"k" * 32)
+    assert other.session(cookie, now=1001.0) is None
+    assert signer.session("garbage", 1.0) is None and signer.session(None, 1.0) is None
+    assert signer.csrf(session) != signer.csrf(signer.new_session("ops", now=1000.0))
+    assert other.csrf(session) != signer.csrf(session)
+
+
+def test_failed_logins_slow_the_next_ones_and_a_success_forgets() -> None:
+    t = LoginThrottle(free_failures=3, max_wait=60.0, forget_after=900.0)
+    for _ in range(3):
+        assert t.wait("a", 100.0) == 0
+        t.failed("a", 100.0)
+    assert t.wait("a", 100.0) == 1.0 and t.wait("a", 101.0) == 0
+    t.failed("a", 101.0)
+    assert t.wait("a", 101.0) == 2.0  # doubling
+    assert t.wait("b", 101.0) == 0  # per address
+    for i in range(20):
+        t.failed("a", 102.0 + i)
+    assert t.wait("a", 121.0) == 60.0  # capped
+    assert t.wait("a", 121.0 + 901) == 0  # forgotten after a quiet while
+    t.succeeded("a")
+    assert t.wait("a", 122.0) == 0
+    small = LoginThrottle(max_addresses=2)
+    for address in "xyz":
+        small.failed(address, 1.0)
+    assert len(small._failures) == 2
+
+
+def test_loopback_addresses() -> None:
+    assert all(is_loopback(h) for h in ["127.0.0.1", "127.1.2.3", "::1", "localhost"])
+    assert not any(is_loopback(h) for h in ["0.0.0.0", "::", "192.168.1.5", "example.com"])
+
+
+def v(target: str, present: bool | None, match: bool = False) -> Verdict:
+    return Verdict(target, present, 8 if present is not None else None, "desc", match)
+
+
+def test_board_keeps_last_verdicts_rows_and_few_thumbnails() -> None:
+    board = Board(recent_samples=100)
+    board.set_streams([("cam", ["red"])])
+    cam = board.cameras["cam"]
+    board.state("cam", False, "cannot connect")
+    assert cam.json(0)["state"] == "down" and cam.json(0)["reason"] == "cannot connect"
+    board.dropped("cam", "stream_down", 3)
+    board.dropped("cam", "stream_down", 2)  # the same reason again: one row
+    board.state("cam", True)
+    now = datetime.now(UTC)
+    for i in range(150):
+        board.sample("cam", wall=now, offset=float(i), outcome="asked" if i % 2 else "reused", reason=None,
+                     verdicts=[v("red", i > 140, match=i > 140)], frame=b"jpeg%d" % i, thumb=b"t%d" % i)
+    rows = board.recent("cam", 500)
+    assert rows is not None and len(rows) == 100  # bounded
+    assert rows[0]["offset"] == 149.0 and rows[0]["thumb"]
+    assert sum(r["thumb"] for r in rows) == 50  # every asked row shown still has its thumbnail
+    assert len(cam.thumbs) == THUMBS_KEPT
+    assert cam.frame == b"jpeg149"  # the last asked sample's, not a reused one's
+    target = cam.json(0)["targets"][0]
+    assert target["present"] is True and target["match"] is True and target["asked"] is True
+    before = cam.version
+    board.sample("cam", wall=now, offset=150.0, outcome="dropped", reason="model_error",
+                 verdicts=[v("red", None)], frame=None, thumb=None)
+    assert cam.version > before
+    assert cam.json(0)["targets"][0]["present"] is True  # a failed sample keeps the last verdict
+    board.set_streams([("cam", ["red"]), ("new", ["x"])])
+    assert board.cameras["cam"] is cam and set(board.cameras) == {"cam", "new"}
+    board.set_streams([("cam", ["blue"])])
+    assert board.cameras["cam"] is not cam  # other targets: a fresh start
+
+
+def test_the_dropped_rows_of_a_long_outage_are_one_row() -> None:
+    board = Board()
+    board.set_streams([("cam", ["red"])])
+    board.dropped("cam", "stream_down", 1)
+    board.dropped("cam", "stream_down", 1)
+    board.dropped("cam", "stale", 1)
+    rows = board.recent("cam", 10)
+    assert rows is not None
+    assert [(r["reason"], r["count"]) for r in rows] == [("stale", 1), ("stream_down", 2)]
+    assert board.recent("nope", 10) is None
+
+
+def test_scan_targets_and_file_names_from_the_page() -> None:
+    assert [t.name for t in scan_targets(["  a red   car ", "", "a dog"])] == ["a red car", "a dog"]
+    for bad in [[], ["", "  "], ["x"] * 2, [f"t{i}" for i in range(9)], ["x" * 301]]:
+        with pytest.raises(ScanRejected):
+            scan_targets(bad)
+    assert display_name("../../etc/passwd") == "passwd"
+    assert display_name("C:\\videos\\yard.mp4") == "yard.mp4"
+    assert display_name("a\x1b[31mb.mp4") == "a[31mb.mp4"
+    assert display_name(None) == "upload" and display_name("") == "upload"
+
+
+def test_feedback_is_kept_replaced_and_counted(tmp_path: Path) -> None:
+    fb = Feedback(tmp_path / "f.sqlite3")
+    assert fb.judge(Judgement("a" * 32, "cam", "red", "false_alarm", "a poster", 1.0, "ops")) is None
+    assert fb.judge(Judgement("b" * 32, "cam", "red", "false_alarm", "a red car", 2.0, None)) is None
+    assert fb.judge(Judgement("c" * 32, "cam", "red", "right", "a person", 3.0, None)) is None
+    assert fb.judge(Judgement("c" * 32, "cam", "red", "false_alarm", "a person", 4.0, None)) == "right"
+    with pytest.raises(ValueError):
+        fb.judge(Judgement("d" * 32, "cam", "red", "maybe", "", 5.0, None))
+    fb.close()
+    fb = Feedback(tmp_path / "f.sqlite3")
+    assert fb.counts() == {("cam", "red", "false_alarm"): 3}
+    assert fb.false_alarms("cam", "red", 2) == ["a person", "a red car"]  # newest first
+    assert fb.of(["a" * 32, "z" * 32]) == {"a" * 32: "false_alarm"}
+
+
+async def test_background_requests_take_only_slots_no_one_else_waits_for() -> None:
+    client = VlmClient(VlmConfig(base_url="http://127.0.0.1:9/v1", max_concurrency=1), Metrics())
+    order: list[str] = []
+    release = asyncio.Event()
+
+    async def hold(name: str, background: bool) -> None:
+        async with client.slot(background=background):
+            order.append(name)
+            await release.wait()
+
+    first = asyncio.create_task(hold("camera-1", False))
+    await asyncio.sleep(0)
+    scan = asyncio.create_task(hold("scan", True))  # waits first...
+    await asyncio.sleep(0)
+    camera = asyncio.create_task(hold("camera-2", False))  # ...but a camera comes before it
+    await asyncio.sleep(0.01)
+    assert order == ["camera-1"]
+    release.set()
+    await asyncio.gather(first, scan, camera)
+    assert order == ["camera-1", "camera-2", "scan"]
+    await client.close()
