@@ -115,7 +115,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
     except ValueError as e:  # pydantic's ValidationError
         first = str(e).splitlines()
         return fail(f"bad option: {first[1] if len(first) > 1 else first[0]}")
-    report = Report(sys.stdout, args.json, progress_stream())
+    report = Report(sys.stdout, args.json, progress_stream(),
+                    every_line=args.verbose or not sys.stdout.isatty())
     target = Target(name=args.find, description=args.find)
     try:
         outcome = asyncio.run(scan(args.video, target, vlm, detection, pre, report,
@@ -226,6 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="OpenAI-compatible API (default: $VLM_BASE_URL or %(default)s)")
     sc.add_argument("--model", default=os.environ.get("VLM_MODEL", DEFAULT_MODEL))
     sc.add_argument("--json", action="store_true", help="one JSON object per line")
+    sc.add_argument("--verbose", "-v", action="store_true",
+                    help="on a terminal too, a line per sample (piped output always has them)")
     sc.add_argument("--interval", type=float, default=1.0, help="seconds of video per sample")
     sc.add_argument("--min-confidence", type=int, default=7)
     sc.add_argument("--consecutive", type=int, default=2)

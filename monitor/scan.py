@@ -8,8 +8,10 @@ the disk.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
+import time
 from dataclasses import dataclass
 from typing import TextIO
 
@@ -18,8 +20,8 @@ from monitor.detector import Detector, Observation, Raised
 from monitor.metrics import Metrics
 from monitor.pipeline import FrameAnalyzer, SampleResult, ordered
 from monitor.sources.base import Sample
-from monitor.sources.files import file_samples
-from monitor.urls import is_live
+from monitor.sources.files import file_samples, probe_video
+from monitor.urls import file_path, is_live
 from monitor.vlm import Rejected, Unavailable, VlmClient
 
 EXIT_FOUND, EXIT_NOT_FOUND, EXIT_ERROR = 0, 1, 2
@@ -50,13 +52,34 @@ def one_line(text: str) -> str:
     return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
 
 
-class Report:
-    """Prints one line per sample and the summary, as text or JSON lines."""
+def progress_bar(done: float, total: float | None, elapsed: float, width: int = 24) -> str:
+    """``[#####-------]  0:12 / 1:00  3.1x  1:30 left``: seconds of video analysed. Pure."""
+    rate = done / elapsed if elapsed > 0 else 0.0
+    if not total:
+        return f"scanning… {_clock(done)} analysed  {rate:.1f}x"
+    fraction = max(0.0, min(1.0, done / total))
+    filled = round(fraction * width)
+    left = f"  {_clock((total - done) / rate)} left" if rate > 0 and done < total else ""
+    return (f"[{'#' * filled}{'-' * (width - filled)}] {_clock(done)} / {_clock(total)}"
+            f"  {rate:.1f}x{left}")
 
-    def __init__(self, out: TextIO, as_json: bool, progress: TextIO | None) -> None:
+
+class Report:
+    """Prints the samples and the summary, as text or JSON lines.
+
+    On a terminal (``progress`` given) and without ``every_line``, only matches and
+    errors are printed, under a progress bar: an hour of video is not 3,600 lines.
+    Piped output, and JSON, have a line per sample.
+    """
+
+    def __init__(self, out: TextIO, as_json: bool, progress: TextIO | None,
+                 every_line: bool = True) -> None:
         self.out = out
         self.as_json = as_json
         self.progress = progress
+        self.every_line = every_line or as_json
+        self.duration: float | None = None  # the recording's length, for the bar
+        self._started = time.monotonic()
 
     def sample(self, sample: Sample, result: SampleResult, min_confidence: int) -> None:
         r = result.targets[0]
@@ -81,9 +104,11 @@ class Report:
                 label = "unsure"
             line = (f"{_clock(sample.offset):>8}  {label:<6} {verdict.confidence:>2}/10  "
                     f"{one_line(verdict.description)}")
-        print(line, file=self.out, flush=True)
+        if self.every_line or obs is not Observation.ABSENT:
+            print(line, file=self.out, flush=True)
         if self.progress:
-            self.progress.write(f"scanning… {_clock(sample.offset)} analysed")
+            elapsed = time.monotonic() - self._started
+            self.progress.write(progress_bar(sample.offset + 1.0, self.duration, elapsed))
             self.progress.flush()
 
     def summary(self, outcome: ScanOutcome, target: str, consecutive: int) -> None:
@@ -118,6 +143,8 @@ async def scan(video: str, target: Target, vlm: VlmConfig, detection: DetectionC
     analyzer = FrameAnalyzer(client, [target], pre)
     outcome = ScanOutcome(None, 0, 0)
     try:
+        if report.progress:
+            report.duration = await asyncio.to_thread(probe_video, file_path(video))
         samples = file_samples(video, interval)
         # With an "auto" limit the client's endpoint bounds the calls; the window only bounds
         # the frames decoded ahead (a 1080p frame is 6 MB).

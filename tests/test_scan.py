@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import pty
+import subprocess
+import sys
 from pathlib import Path
 
-from tests.conftest import cli, free_port, json_lines
+from monitor.scan import progress_bar
+from tests.conftest import ROOT, cli, free_port, json_lines
 from tests.fakes.vllm import FakeVLM
 
 RED = "a person wearing a red shirt"
@@ -121,3 +126,37 @@ def test_json_lines_are_valid_json(clips: dict[str, Path], fake_vlm: FakeVLM) ->
     _, out, _ = scan(clips["empty"], fake_vlm.base_url, "--json")
     for line in out.strip().splitlines():
         json.loads(line)
+
+
+def test_on_a_terminal_a_progress_bar_and_only_the_matches(clips: dict[str, Path], fake_vlm: FakeVLM) -> None:
+    """Under a real pseudo-terminal: no line per second, a bar with the length, then the summary."""
+    fake_vlm.latency = 0.05
+    main, child = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "monitor", "scan", str(clips["red"]), "--find", RED,
+         "--base-url", fake_vlm.base_url, "--concurrency", "1"],
+        stdin=subprocess.DEVNULL, stdout=child, stderr=child, cwd=ROOT, close_fds=True)
+    os.close(child)
+    screen = b""
+    while True:
+        try:
+            chunk = os.read(main, 4096)
+        except OSError:  # EIO: the terminal's other side is gone
+            break
+        if not chunk:
+            break
+        screen += chunk
+    assert proc.wait(30) == 0
+    os.close(main)
+    text = screen.decode()
+    assert "/ 0:20" in text and "[" in text and "x" in text  # seconds of the 20 s video, and the rate
+    lines = [line.split("\x1b[K")[-1] for line in text.replace("\r\n", "\n").split("\n")]
+    shown = [line for line in lines if line.strip() and not line.startswith("[")]
+    assert [line.split()[1] for line in shown[:-1]] == ["MATCH", "MATCH"], shown
+    assert shown[-1].startswith(f"found: {RED!r} first appears at 5 s")
+
+
+def test_progress_bar() -> None:
+    assert progress_bar(30, 60, 10, width=10) == "[#####-----] 0:30 / 1:00  3.0x  0:10 left"
+    assert progress_bar(60, 60, 10, width=4) == "[####] 1:00 / 1:00  6.0x"
+    assert progress_bar(5, None, 0) == "scanning… 0:05 analysed  0.0x"
