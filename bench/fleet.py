@@ -76,7 +76,8 @@ class Daemon:
             self.proc.kill()
 
 
-def start_daemon(tree: Path, urls: dict[str, str], model_url: str, state: Path) -> Daemon:
+def start_daemon(tree: Path, urls: dict[str, str], model_url: str, state: Path,
+                 **extra: object) -> Daemon:
     port = free_port()
     config = {
         "vlm": {"base_url": model_url, "max_concurrency": 8, "max_retries": 0},
@@ -86,6 +87,7 @@ def start_daemon(tree: Path, urls: dict[str, str], model_url: str, state: Path) 
         "state_dir": str(state),
         "logging": {"format": "json"},
         "shutdown_grace_seconds": 2,
+        **extra,
     }
     path = state / "config.yaml"
     state.mkdir(parents=True, exist_ok=True)

@@ -153,8 +153,15 @@ function showCameras() {
   const grid = h("div", { class: "grid", id: "cameras" });
   setMain(h("h1", {}, "Cameras"), grid);
   const tiles = new Map();
+  // Only tiles on screen fetch their new frames (the others load lazily when scrolled to).
+  const onScreen = new Set();
+  const observer = new IntersectionObserver((entries) => {
+    for (const e of entries) {
+      if (e.isIntersecting) onScreen.add(e.target.dataset.camera); else onScreen.delete(e.target.dataset.camera);
+    }
+  });
   const live = new EventSource("/api/cameras/live");
-  state.live = live;
+  state.live = { close: () => { live.close(); observer.disconnect(); } };
   live.onmessage = (e) => {
     const msg = JSON.parse(e.data);
     for (const cam of msg.cameras) {
@@ -163,7 +170,7 @@ function showCameras() {
       const oldImg = old && old.querySelector("img");
       const newImg = fresh.querySelector("img");
       // Swap the picture only once the new one has loaded: no flashing tiles.
-      if (oldImg && newImg && oldImg.src !== newImg.src) {
+      if (oldImg && newImg && oldImg.src !== newImg.src && onScreen.has(cam.name)) {
         newImg.replaceWith(oldImg.cloneNode());
         const loader = new Image();
         loader.onload = () => { const shown = fresh.querySelector("img"); if (shown) shown.src = loader.src; };
@@ -171,11 +178,12 @@ function showCameras() {
       } else if (oldImg && newImg) {
         newImg.replaceWith(oldImg);
       }
-      if (old) old.replaceWith(fresh); else grid.append(fresh);
+      if (old) { observer.unobserve(old); old.replaceWith(fresh); } else grid.append(fresh);
+      observer.observe(fresh);
       tiles.set(cam.name, fresh);
     }
     for (const [name, el] of tiles) {
-      if (!msg.names.includes(name)) { el.remove(); tiles.delete(name); }
+      if (!msg.names.includes(name)) { observer.unobserve(el); el.remove(); tiles.delete(name); onScreen.delete(name); }
     }
   };
   live.onerror = async () => {
