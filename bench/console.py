@@ -21,7 +21,7 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-from playwright.sync_api import sync_playwright
+from playwright.sync_api import Request, sync_playwright
 
 from bench.fleet import Daemon, start_daemon, total, wait_up
 from tests.conftest import ROOT, free_port
@@ -47,6 +47,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--warmup", type=float, default=15.0)
     parser.add_argument("--browsers", type=int, default=2)
+    parser.add_argument("--viewport", default="1600x1000",
+                        help="each browser's window; 3000x4000 shows all 50 tiles at once")
     args = parser.parse_args()
     n = args.cameras
     names = [f"cam{i:03d}" for i in range(n)]
@@ -55,6 +57,12 @@ def main() -> None:
     server = RtspServer(free_port(), gop=25, size="1280x720", pattern="ball").start()
     server.prime()
     rows: list[tuple[str, float, float]] = []
+    frames = [0]  # tile frames the browsers fetched
+
+    def count(request: Request) -> None:
+        if request.url.split("?")[0].endswith("/frame.jpg"):
+            frames[0] += 1
+
     try:
         for label, enabled in (("console off", False), ("console on", True)):
             daemon = start_daemon(ROOT, dict.fromkeys(names, server.url()), fake.base_url,
@@ -67,16 +75,22 @@ def main() -> None:
                 print(rows[-1], flush=True)
                 if not enabled:
                     continue
+                width, height = (int(v) for v in args.viewport.split("x"))
+
                 with sync_playwright() as p, ExitStack() as stack:
                     browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
                     stack.callback(browser.close)
                     for _ in range(args.browsers):
-                        page = browser.new_context(viewport={"width": 1600, "height": 1000}).new_page()
+                        page = browser.new_context(viewport={"width": width, "height": height}).new_page()
+                        page.on("request", count)
                         page.goto(f"http://127.0.0.1:{daemon.port}/#/cameras")
                         page.wait_for_selector(f'[data-camera="{names[-1]}"] img', timeout=30_000)
                     time.sleep(5)
-                    rows.append((f"{label}, {args.browsers} browsers on Cameras",
-                                 *window(daemon, n, args.seconds)))
+                    before = frames[0]
+                    label_b = f"{label}, {args.browsers} browsers on Cameras ({args.viewport})"
+                    cpu, rate = window(daemon, n, args.seconds)
+                    fetched = (frames[0] - before) / args.seconds
+                    rows.append((f"{label_b}, {fetched:.0f} frames/s fetched", cpu, rate))
                     print(rows[-1], flush=True)
             finally:
                 daemon.stop()

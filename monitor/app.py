@@ -234,7 +234,8 @@ class Daemon:
         for (stream, target, verdict), n in feedback.counts().items():
             self.metrics.feedback.labels(stream, target, verdict).inc(n)
         console = Console(cc, config.server.users, load_key(state_dir / "console.key"), board, outbox,
-                          snapshots, feedback, scans, self.metrics)
+                          snapshots, feedback, scans, self.metrics,
+                          shard=str(self.shard) if self.shard else None)
         return console, scans
 
     async def _main_loop(self, parts: _Parts, shutdown: asyncio.Event) -> None:

@@ -60,7 +60,8 @@ async def test_cameras_live_tiles_events_and_false_alarm_across_a_restart(
     rtsp = RtspServer(free_port()).start()
     dead = f"rtsp://127.0.0.1:{free_port()}/live"  # nothing listens there
     doc = config_doc(tmp_path, fake_vlm, [
-        {"name": "yard", "url": rtsp.url(), "targets": [RED, "a green umbrella"]},
+        {"name": "yard", "url": rtsp.url(), "targets": [RED, "a green umbrella"], "frozen_after_seconds": 2,
+         "open_timeout_seconds": 2},
         {"name": "gate", "url": dead, "targets": [RED], "open_timeout_seconds": 2,
          "down_alert_after_seconds": 1}],
         server={"users": [{"name": "ops", "password_hash": hash_password(PASSWORD, n=2**10)}]},
@@ -104,6 +105,11 @@ async def test_cameras_live_tiles_events_and_false_alarm_across_a_restart(
             await expect(alert.locator(".feedback")).to_have_text("marked false alarm")
             await shot(page, tmp_path, "events")
             alert_id = await alert.get_attribute("data-id")
+
+            await asyncio.to_thread(rtsp.kill)  # the camera stops: its tile says so, and why
+            await page.goto("/#/cameras")
+            await expect(yard).to_have_attribute("data-state", "down", timeout=20_000)
+            await expect(yard.locator(".reason")).not_to_be_empty()
 
         async with running(doc) as (_, _, http), browser(str(http.base_url)) as page:
             await log_in(page)

@@ -8,7 +8,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from monitor.config import parse_config
+from monitor.config import ConfigError, parse_config
+from monitor.passwords import hash_password
 from monitor.shards import parse_shard
 from tests.conftest import ROOT
 
@@ -53,11 +54,15 @@ def test_the_statefulset_runs_one_shard_per_pod_hardened_and_probed() -> None:
     assert sts["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "state"
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
     (configmap,) = by_kind("ConfigMap")
-    config = parse_config(configmap["data"]["config.yaml"], "configmap", {
-        "CAM_PASS": "x", "WEBHOOK_URL": "https://hooks.example.com/x", "WEBHOOK_SECRET": "s"})
+    env = {"CAM_PASS": "x", "WEBHOOK_URL": "https://hooks.example.com/x", "WEBHOOK_SECRET": "s",
+           "CONSOLE_PASSWORD_HASH": hash_password("a long password", n=2**10)}
+    config = parse_config(configmap["data"]["config.yaml"], "configmap", env)
+    assert config.server.users  # listening on 0.0.0.0: the console needs them
+    (secret,) = by_kind("Secret")
+    with pytest.raises(ConfigError, match="password_hash"):  # the placeholder does not start
+        parse_config(configmap["data"]["config.yaml"], "configmap", {**env, **secret["stringData"]})
     assert str(config.state_dir) == mounts["state"]  # each replica's outbox on its own volume
     assert config.server.port == container["ports"][0]["containerPort"]
-    (secret,) = by_kind("Secret")
     assert {e["secretRef"]["name"] for e in container["envFrom"]} == {secret["metadata"]["name"]}
 
 

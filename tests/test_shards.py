@@ -71,6 +71,10 @@ def test_three_replicas_share_thirty_cameras_each_run_by_exactly_one(
                     time.sleep(0.2)
             assert f'vlm_monitor_shard_info{{count="3",index="{i}"}} 1.0' in text
             runs.append({n for n in names if f'vlm_monitor_stream_up{{stream="{n}"}}' in text})
+            # Its console shows its own shard's cameras, and says which shard it is.
+            console = {c["name"] for c in httpx.get(f"http://127.0.0.1:{port}/api/cameras").json()}
+            assert console == runs[-1]
+            assert httpx.get(f"http://127.0.0.1:{port}/api/session").json()["shard"] == f"{i}/3"
     finally:
         for p in procs:
             p.terminate()

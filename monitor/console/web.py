@@ -68,7 +68,7 @@ def _jpeg(body: bytes) -> web.Response:
 class Console:
     def __init__(self, cfg: ConsoleConfig, users: list[UserConfig], key: bytes, board: Board,
                  outbox: Outbox, snapshots: Snapshots | None, feedback: Feedback, scans: Scans,
-                 metrics: Metrics, *, secure_cookie: bool = False) -> None:
+                 metrics: Metrics, *, shard: str | None = None, secure_cookie: bool = False) -> None:
         self.cfg = cfg
         self.users = {u.name: u.password_hash.get_secret_value() for u in users}
         self.signer = Signer(key)
@@ -79,6 +79,7 @@ class Console:
         self.scans = scans
         self.metrics = metrics
         self.secure_cookie = secure_cookie
+        self.shard = shard  # "I/N" when this replica runs one shard of the streams
         self.throttle = LoginThrottle()
         self._log = logs.get("monitor.console")
 
@@ -141,7 +142,7 @@ class Console:
         if session is None or (self.login_required and session.user is None):
             return _json({"login_required": True, "user": None})
         response = _json({"login_required": self.login_required, "user": session.user,
-                          "csrf_token": self.signer.csrf(session)})
+                          "csrf_token": self.signer.csrf(session), "shard": self.shard})
         self._set_cookie(response, session)
         return response
 
@@ -165,7 +166,7 @@ class Console:
         self.throttle.succeeded(address)
         session = self.signer.new_session(name, time.time())
         self._log.info("console login", user=name, address=address)
-        response = _json({"user": name, "csrf_token": self.signer.csrf(session)})
+        response = _json({"user": name, "csrf_token": self.signer.csrf(session), "shard": self.shard})
         self._set_cookie(response, session)
         return response
 

@@ -2,7 +2,7 @@
 // Every page reads the JSON API documented in the README ("Console and its API").
 "use strict";
 
-const state = { csrf: null, user: null, loginRequired: false, live: null, timers: [] };
+const state = { csrf: null, user: null, loginRequired: false, shard: null, live: null, timers: [] };
 
 // --- small helpers ---------------------------------------------------------------------
 
@@ -85,6 +85,7 @@ async function loadSession() {
   state.loginRequired = s.login_required;
   state.user = s.user;
   state.csrf = s.csrf_token || null;
+  state.shard = s.shard || null;
   return !!state.csrf;
 }
 
@@ -93,6 +94,7 @@ function showWho() {
   document.getElementById("nav").hidden = !state.csrf;
   if (!state.csrf) { who.replaceChildren(); return; }
   who.replaceChildren(state.user ? h("span", {}, state.user) : h("span", { class: "muted" }, "this machine only"));
+  if (state.shard) who.prepend(h("span", { class: "badge", id: "shard", title: "this replica's share of the cameras" }, `shard ${state.shard}`));
   if (state.loginRequired) who.append(h("button", { onclick: logout, id: "logout" }, "Log out"));
 }
 
@@ -119,6 +121,7 @@ function showLogin(message) {
       const r = await api("/api/login", { method: "POST", json: { name: data.get("name"), password: data.get("password") } });
       state.csrf = r.csrf_token;
       state.user = r.user;
+      state.shard = r.shard || null;
       showWho();
       route();
     } catch (err) { error.textContent = err.message; }
