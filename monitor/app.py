@@ -178,7 +178,7 @@ class Daemon:
             # A disk that is full or read-only now may not be later: exit 1, so systemd retries.
             raise DaemonError(f"cannot use the state directory {state_dir}: "
                               f"{getattr(e, 'strerror', None) or e}", EXIT_FAILED) from None
-        board = scans = None
+        board = scans = feedback = None
         console = None
         if config.console.enabled:
             if not config.server.users and not is_loopback(config.server.host):
@@ -193,7 +193,8 @@ class Daemon:
             except (OSError, sqlite3.Error) as e:
                 raise DaemonError(f"cannot use the state directory {state_dir}: "
                                   f"{getattr(e, 'strerror', None) or e}", EXIT_FAILED) from None
-            stack.callback(console.feedback.close)
+            feedback = console.feedback
+            stack.callback(feedback.close)
         self.http = HttpServer(config.server.host, config.server.port, self.metrics,
                                readiness=lambda: watch.reason or dispatcher.problem, console=console)
         try:
@@ -209,7 +210,7 @@ class Daemon:
         if scans is not None:
             background.append(tasks.create_task(scans.run(), name="scans"))
         stack.callback(lambda: [t.cancel() for t in background])  # runs before the group is left
-        parts = _Parts(Shared(client, watch, dispatcher, self.metrics, board), tasks)
+        parts = _Parts(Shared(client, watch, dispatcher, self.metrics, board, feedback), tasks)
         for settings in config.stream_settings().values():
             self._start_stream(parts, settings)
         if self.shard is not None:

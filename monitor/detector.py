@@ -46,6 +46,12 @@ class Detector(Generic[S]):
         self._absent = 0  # ALERTING: absent samples in a row
         self._last_seen: S | None = None  # ALERTING: the latest match
 
+    def refuse(self, raised: Raised[S]) -> None:
+        """The alert just raised was not confirmed (a second look said no): no episode; the
+        streak stands, so the next match raises (and is checked) again."""
+        self.alerting, self._last_seen, self._absent = False, None, 0
+        self._streak, self._first = self.consecutive - 1, raised.first
+
     def observe(self, obs: Observation, sample: S) -> Raised[S] | Cleared[S] | None:
         if obs is Observation.UNKNOWN:
             return None

@@ -25,7 +25,9 @@ PREFIX = "vlm_monitor"
 
 VLM_OUTCOMES = ("ok", "bad_answer", "timeout", "connection_error", "server_error", "rejected")
 # Why a sampling interval gave no verdict: the first three at the source, the others at the model.
-DROP_REASONS = ("stale", "stream_down", "no_new_frame", "model_unavailable", "model_error")
+DROP_REASONS = ("stale", "stream_down", "no_new_frame", "model_unavailable", "model_error",
+                "off_schedule")
+VERIFY_RESULTS = ("confirmed", "refused", "error")
 DELIVERY_OUTCOMES = ("delivered", "retry", "failed")
 
 
@@ -115,6 +117,14 @@ class Metrics:
             f"{PREFIX}_alert_oldest_pending_timestamp_seconds",
             "When the oldest alert still pending for the sink was raised (0: none pending)",
             ["sink"], registry=r)
+        self.verifications = Counter(
+            f"{PREFIX}_verifications", "Second looks before an alert, by result", ["result"],
+            registry=r)
+        self.verification_seconds = Histogram(
+            f"{PREFIX}_verification_duration_seconds", "Model time a second look added",
+            buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30), registry=r)
+        for result in VERIFY_RESULTS:
+            self.verifications.labels(result)
         # Started at each start from the judgements stored (see console.feedback).
         self.feedback = Counter(
             f"{PREFIX}_feedback", "Alerts judged in the console, by verdict (right, false_alarm)",

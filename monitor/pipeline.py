@@ -9,21 +9,48 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
 
 from monitor.config import PreprocessConfig, Target
 from monitor.detector import Observation
 from monitor.modelwatch import ModelPolicy, ReportErrors
 from monitor.preprocess import Prepared, prepare
 from monitor.scene import SceneGate, thumbnail
+from monitor.schedule import active, local
 from monitor.sources.base import Sample
-from monitor.verdict import Verdict
+from monitor.verdict import Box, Verdict
 from monitor.vlm import Analysis, Unavailable, VlmClient, VlmError
+from monitor.zones import Polygon, in_zones, to_frame, view_for
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+LESSONS_MAX = 3  # earlier false alarms told to the model per target
+LESSON_CHARS = 120  # each, cut
+LESSONS_CHARS = 360  # all of them: ~90 tokens at most
+
+
+def counter_examples(descriptions: Sequence[str]) -> str:
+    """``(not: "a red poster on the wall"; "a red car")``: a target's earlier false alarms,
+    newest first, bounded in count and length, on one line. Pure."""
+    kept: list[str] = []
+    total = 0
+    for d in descriptions:
+        text = " ".join(d.split()).replace('"', "'")
+        if not text or text in kept:
+            continue
+        text = text[:LESSON_CHARS]
+        if len(kept) >= LESSONS_MAX or total + len(text) > LESSONS_CHARS:
+            break
+        kept.append(text)
+        total += len(text)
+    if not kept:
+        return ""
+    return "(earlier false alarms, not this target: " + "; ".join(f'"{k}"' for k in kept) + ")"
 
 
 async def ordered(source: AsyncIterator[T], fn: Callable[[T], Awaitable[R]],
@@ -76,10 +103,14 @@ class TargetResult:
     target: Target
     verdict: Verdict | None
     error: VlmError | None
+    box: Box | None = None  # the verdict's box, relative to the whole frame
+    outside: bool = False  # the box lies outside every zone of the target: not a match
 
     def observation(self, min_confidence: int) -> Observation:
         if self.verdict is None:
             return Observation.UNKNOWN
+        if self.outside:
+            return Observation.ABSENT
         return Observation.MATCH if self.verdict.is_match(min_confidence) else Observation.ABSENT
 
 
@@ -91,15 +122,27 @@ class SampleResult:
     analysis: Analysis | None  # the model call (latency, tokens), when it answered
     reused: bool = False  # the scene had not changed: these are an earlier frame's verdicts
 
+    @property
+    def off_schedule(self) -> bool:
+        """No target was due now: nothing was asked."""
+        return not self.targets
+
 
 class FrameAnalyzer:
     """Preprocesses a sample in a worker thread and asks the model about all its targets at once."""
 
     def __init__(self, client: VlmClient, targets: Sequence[Target], pre: PreprocessConfig,
                  policy: ModelPolicy | None = None, gate: SceneGate | None = None,
-                 refresh: Callable[[Sample], Sample] | None = None, thumb_width: int = 0) -> None:
+                 refresh: Callable[[Sample], Sample] | None = None, thumb_width: int = 0, *,
+                 zones: Mapping[str, Sequence[Polygon]] | None = None, tz: ZoneInfo | None = None,
+                 lessons: Callable[[str], Sequence[str]] | None = None) -> None:
         self.client = client
         self.thumb_width = thumb_width  # also make a thumbnail of each analysed frame
+        self.zones = zones or {}  # target name -> its zones' polygons (none: the whole frame)
+        self.tz = tz  # the schedules' time zone (None: the host's)
+        # A target's earlier false alarms, to tell the model what it is not.
+        self.lessons = lessons
+        self._rules = {t.name: t.rules() for t in targets}
         self.targets = list(targets)
         self.pre = pre
         self.policy: ModelPolicy = policy or ReportErrors()  # what to do while the server is down
@@ -108,26 +151,34 @@ class FrameAnalyzer:
         self.refresh = refresh
         self._reference: asyncio.Future[SampleResult] | None = None  # the last analysed sample's
 
-    async def __call__(self, sample: Sample) -> SampleResult:
-        if self.refresh is None:
-            return await self._gated(sample)
-        async with self.client.slot():
-            return await self._gated(self.refresh(sample))
+    def due(self, wall: datetime) -> list[Target]:
+        """The targets whose schedule covers this moment."""
+        at = local(wall, self.tz)
+        return [t for t in self.targets if active(self._rules[t.name], at)]
 
-    async def _gated(self, sample: Sample) -> SampleResult:
+    async def __call__(self, sample: Sample) -> SampleResult:
+        targets = self.due(sample.wall)
+        if not targets:  # nothing to ask about now: the model is not called
+            return SampleResult(sample, None, [], None)
+        if self.refresh is None:
+            return await self._gated(sample, targets)
+        async with self.client.slot():
+            return await self._gated(self.refresh(sample), targets)
+
+    async def _gated(self, sample: Sample, targets: list[Target]) -> SampleResult:
         if self.gate is None:
-            return await self._analyse(sample)
+            return await self._analyse(sample, targets)
         # Decided before the first await, so in sample order even with several in flight.
         thumb = thumbnail(sample.frame)
         if self._reference is not None and self.gate.unchanged(thumb, sample.offset):
             reference = await asyncio.shield(self._reference)
-            if reference.analysis is not None:
+            if reference.analysis is not None and [r.target for r in reference.targets] == targets:
                 return replace(reference, sample=sample, reused=True)
         self.gate.analysed(thumb, sample.offset)
         future: asyncio.Future[SampleResult] = asyncio.get_running_loop().create_future()
         self._reference = future
         try:
-            result = await self._analyse(sample)
+            result = await self._analyse(sample, targets)
         except BaseException:
             self.gate.forget()
             future.cancel()
@@ -137,21 +188,38 @@ class FrameAnalyzer:
         future.set_result(result)
         return result
 
-    async def _analyse(self, sample: Sample) -> SampleResult:
+    async def _analyse(self, sample: Sample, targets: list[Target]) -> SampleResult:
         pre = self.pre
+        view = view_for([self.zones.get(t.name, ()) for t in targets])
         prepared = await asyncio.to_thread(
             prepare, sample.frame, max_pixels=pre.max_pixels, clahe=pre.clahe,
             clip_limit=pre.clahe_clip_limit, tile_grid=pre.clahe_tile_grid,
-            jpeg_quality=pre.jpeg_quality, thumb_width=self.thumb_width)
-        analysis, error = await self._ask(prepared)
+            jpeg_quality=pre.jpeg_quality, thumb_width=self.thumb_width, view=view)
+        analysis, error = await self._ask(prepared, targets)
         if analysis is None:
-            return SampleResult(sample, prepared, [TargetResult(t, None, error) for t in self.targets],
-                                None)
-        results = [TargetResult(t, v, None) for t, v in zip(self.targets, analysis.verdicts, strict=True)]
+            return SampleResult(sample, prepared, [TargetResult(t, None, error) for t in targets], None)
+        results = [self._placed(t, v, prepared) for t, v in zip(targets, analysis.verdicts, strict=True)]
         return SampleResult(sample, prepared, results, analysis)
 
-    async def _ask(self, prepared: Prepared) -> tuple[Analysis | None, VlmError | None]:
-        prompts = [t.prompt_text for t in self.targets]
+    def _placed(self, target: Target, verdict: Verdict, prepared: Prepared) -> TargetResult:
+        """The verdict with its box on the whole frame, checked against the target's zones."""
+        if verdict.box is None:
+            return TargetResult(target, verdict, None)
+        box = to_frame(verdict.box, prepared.width, prepared.height, prepared.view)
+        zones = self.zones.get(target.name)
+        return TargetResult(target, verdict, None, box, bool(zones) and not in_zones(box, zones or ()))
+
+    def prompt(self, target: Target) -> str:
+        """The target as the model reads it: with a few of its earlier false alarms, if any."""
+        text = target.prompt_text
+        if self.lessons is None:
+            return text
+        lessons = counter_examples(self.lessons(target.name))
+        return f"{text} {lessons}" if lessons else text
+
+    async def _ask(self, prepared: Prepared,
+                   targets: list[Target]) -> tuple[Analysis | None, VlmError | None]:
+        prompts = [self.prompt(t) for t in targets]
         attempt = 0
         while True:
             if not self.policy.available():

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,19 +20,25 @@ import structlog
 from monitor import logs
 from monitor.alerts.dispatch import Dispatcher
 from monitor.alerts.model import Alert
+from monitor.alerts.snapshots import with_box
 from monitor.config import StreamSettings
 from monitor.console.board import THUMB_WIDTH, Board, Verdict
+from monitor.console.feedback import Feedback
 from monitor.detector import Cleared, Detector, Observation, Raised
 from monitor.metrics import Metrics
-from monitor.modelwatch import FailFast, ModelWatch, WaitForServer
-from monitor.pipeline import FrameAnalyzer, SampleResult, ordered
+from monitor.modelwatch import FailFast, ModelPolicy, ModelWatch, WaitForServer
+from monitor.pipeline import FrameAnalyzer, SampleResult, TargetResult, ordered
 from monitor.preprocess import target_size
 from monitor.scene import SceneGate
-from monitor.sources.base import Sample, SourceError
+from monitor.schedule import zone
+from monitor.sources.base import Frame, Sample, SourceError
 from monitor.sources.files import file_samples
 from monitor.sources.live import LiveSource, StateChange
 from monitor.urls import is_live
+from monitor.verdict import Box
+from monitor.verify import region, second_look
 from monitor.vlm import BadAnswer, Rejected, Unavailable, VlmClient
+from monitor.zones import View, area, view_for
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +51,10 @@ class Seen:
     description: str
     jpeg: bytes | None  # what the model was shown, for the alert's snapshot
     model: str | None  # the model that judged it
+    box: Box | None = None  # the target's box, relative to the frame
+    mark: Box | None = None  # the same box, relative to the image the model was shown
+    frame: Frame | None = None  # the frame itself, for a second look (verify)
+    view: View | None = None  # the zones' part of it the model was shown
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +66,7 @@ class Shared:
     dispatcher: Dispatcher
     metrics: Metrics
     board: Board | None = None  # what the console shows; None when it is off
+    feedback: Feedback | None = None  # judged alerts: their false alarms go into the prompts
 
 
 @dataclass
@@ -84,6 +95,7 @@ class StreamRunner:
         self.dispatcher = shared.dispatcher
         self.metrics = shared.metrics
         self.board = shared.board
+        self.feedback = shared.feedback
         self.stopping = asyncio.Event()  # set to stop this stream alone
         self.task: asyncio.Task[None] | None = None
         self.failed = False
@@ -132,28 +144,37 @@ class StreamRunner:
         cfg, settings = self.cfg, self.settings
         sc = settings.scene_change
         gate = SceneGate(pixel_delta=sc.pixel_delta, min_changed_fraction=sc.min_changed_fraction,
-                         max_reuse_seconds=sc.max_reuse_seconds) if sc.enabled else None
+                         max_reuse_seconds=sc.max_reuse_seconds, grid=sc.grid,
+                         min_region_fraction=sc.min_region_fraction) if sc.enabled else None
         thumbs = THUMB_WIDTH if self.board is not None else 0
+        zoned = {t.name: cfg.zone_polygons(t) for t in cfg.targets if t.zones}
+
+        def analyzer(policy: ModelPolicy, refresh: Callable[[Sample], Sample] | None) -> FrameAnalyzer:
+            feedback = self.feedback
+            return FrameAnalyzer(
+                self.client, cfg.targets, settings.preprocess, policy, gate, refresh, thumb_width=thumbs,
+                zones=zoned, tz=zone(settings.timezone),
+                lessons=(lambda target: feedback.lessons(cfg.name, target)) if feedback else None)
         if not live:
             self.metrics.stream_up.labels(cfg.name).set(1)
             if self.board is not None:
                 self.board.state(cfg.name, True, "reading the file")
             await self.dispatcher.camera(cfg.name, True)
-            analyzer = FrameAnalyzer(self.client, cfg.targets, settings.preprocess,
-                                     WaitForServer(self.watch, self.stopping), gate, thumb_width=thumbs)
+            analyze = analyzer(WaitForServer(self.watch, self.stopping), None)
             samples = file_samples(url, cfg.sample_interval_seconds, realtime=cfg.realtime,
                                    stop=self.stopping)
-            return self._counted(samples), analyzer, settings.window
+            return self._counted(samples), analyze, settings.window
+        shown = area(view_for([zoned.get(t.name, ()) for t in cfg.targets]))
         source = await stack.enter_async_context(LiveSource(
             url, cfg.name, interval=cfg.sample_interval_seconds, decode=cfg.decode,
             transport=cfg.transport, open_timeout_s=cfg.open_timeout_seconds,
             frozen_after_s=cfg.frozen_after_seconds,
             down_alert_after_s=cfg.down_alert_after_seconds, on_change=self._changed,
-            scale_to=lambda w, h: target_size(w, h, settings.preprocess.max_pixels)))
-        analyzer = FrameAnalyzer(self.client, cfg.targets, settings.preprocess,
-                                 FailFast(self.watch), gate, refresh=source.newest, thumb_width=thumbs)
+            # With zones the model sees only their part of the frame: keep enough pixels for it.
+            scale_to=lambda w, h: target_size(w, h, round(settings.preprocess.max_pixels / shown))))
         # Two at once: one frame with the model while the next is prepared.
-        return source.samples(self.stopping, account=self._account), analyzer, 2
+        return (source.samples(self.stopping, account=self._account),
+                analyzer(FailFast(self.watch), source.newest), 2)
 
     def _account(self, dropped: str | None, n: int) -> None:
         """``n`` sampling intervals went by: sampled (None), or dropped at the source, and why."""
@@ -203,6 +224,36 @@ class StreamRunner:
                           frame=prepared.jpeg if prepared else None,
                           thumb=prepared.thumb if prepared else None)
 
+    def _seen(self, result: SampleResult, r: TargetResult) -> Seen:
+        sample, prepared, verdict = result.sample, result.prepared, r.verdict
+        assert verdict is not None
+        mark = None
+        if prepared is not None and verdict.box is not None:
+            x1, y1, x2, y2 = verdict.box
+            w, h = prepared.width, prepared.height
+            mark = (max(0.0, x1 / w), max(0.0, y1 / h), min(1.0, x2 / w), min(1.0, y2 / h))
+        return Seen(sample.offset, sample.wall, verdict.confidence, verdict.description,
+                    prepared.jpeg if prepared else None, result.analysis.model if result.analysis else None,
+                    r.box, mark, sample.frame if r.target.verify else None,
+                    prepared.view if prepared else None)
+
+    async def _confirmed(self, r: TargetResult, event: Raised[Seen]) -> bool:
+        """A second look at the frame that completed the streak; False holds the alert back."""
+        last = event.last
+        if last.frame is None:
+            return True
+        outcome = await second_look(self.client, last.frame, r.target, region(last.box, last.view),
+                                    self.settings.preprocess, self.settings.detection.min_confidence)
+        result = "error" if outcome.error else "confirmed" if outcome.confirmed else "refused"
+        self.metrics.verifications.labels(result).inc()
+        self.metrics.verification_seconds.observe(outcome.seconds)
+        log = self._log.info if outcome.confirmed else self._log.warning
+        log("second look " + result, target=r.target.name, offset=last.offset,
+            **({"error": str(outcome.error)} if outcome.error else {}),
+            **({"description": outcome.verdict.description, "confidence": outcome.verdict.confidence}
+               if outcome.verdict else {}))
+        return outcome.confirmed
+
     def _cooling(self, target: str, offset: float) -> bool:
         last = self._last_alert.get(target)
         return last is not None and offset - last < self.settings.detection.cooldown_seconds
@@ -211,6 +262,11 @@ class StreamRunner:
         name, sample = self.cfg.name, result.sample
         min_conf = self.settings.detection.min_confidence
         self.metrics.frames_sampled.labels(name).inc()
+        if result.off_schedule:
+            self.metrics.frames_dropped.labels(name, "off_schedule").inc()
+            if self.board is not None:
+                self.board.dropped(name, "off_schedule")
+            return
         self.tally.samples += 1
         # Each sample ends one way: reused, analysed, or dropped by the model (once, not per target).
         error = next((r.error for r in result.targets if r.error is not None), None)
@@ -245,22 +301,25 @@ class StreamRunner:
                             present=verdict.present, confidence=verdict.confidence)
             if obs is Observation.MATCH:
                 self.metrics.matches.labels(name, r.target.name).inc()
-            jpeg = result.prepared.jpeg if result.prepared else None
-            model = result.analysis.model if result.analysis else None
-            seen = Seen(sample.offset, sample.wall, verdict.confidence, verdict.description, jpeg, model)
+            seen = self._seen(result, r)
             event = self.detectors[r.target.name].observe(obs, seen)
             if isinstance(event, Raised) and self._cooling(r.target.name, event.first.offset):
                 self._log.info("target detected again within the cooldown; no alert",
                                target=r.target.name, offset=event.first.offset)
+            elif isinstance(event, Raised) and r.target.verify and not await self._confirmed(r, event):
+                self.detectors[r.target.name].refuse(event)
             elif isinstance(event, Raised):
                 first, last = event.first, event.last
                 self._last_alert[r.target.name] = first.offset
                 alert = Alert.detected(name, r.target.name, first.wall, first.offset,
-                                       last.confidence, last.description, last.model)
+                                       last.confidence, last.description, last.model, last.box)
                 self.metrics.alerts.labels(name, r.target.name).inc()
                 self._log.info("target detected", target=r.target.name, alert_id=alert.id,
                                first_seen_offset_seconds=first.offset)
-                await self.dispatcher.publish(alert, snapshot=last.jpeg)
+                snapshot = last.jpeg
+                if snapshot is not None and last.mark is not None:
+                    snapshot = await asyncio.to_thread(with_box, snapshot, last.mark)
+                await self.dispatcher.publish(alert, snapshot=snapshot)
             elif isinstance(event, Cleared):
                 last = event.last_seen
                 self._log.info("target cleared", target=r.target.name, last_seen=last.offset)

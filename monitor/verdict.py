@@ -21,11 +21,15 @@ class AnswerError(ValueError):
     """The model's answer is not what was asked for."""
 
 
+Box = tuple[float, float, float, float]
+
+
 @dataclass(frozen=True, slots=True)
 class Verdict:
     present: bool
     confidence: int
     description: str
+    box: Box | None = None  # x1, y1, x2, y2 in pixels of the image the model saw, when it gave one
 
     def is_match(self, min_confidence: int) -> bool:
         return self.present and self.confidence >= min_confidence
@@ -37,6 +41,7 @@ ANSWER_SCHEMA: dict[str, Any] = {
         "present": {"type": "boolean"},
         "confidence": {"type": "integer", "minimum": 1, "maximum": 10},
         "description": {"type": "string", "maxLength": MAX_DESCRIPTION},
+        "box": {"type": "array", "items": {"type": "number"}, "minItems": 4, "maxItems": 4},
     },
     "required": ["present", "confidence", "description"],
     "additionalProperties": False,
@@ -61,8 +66,9 @@ _INSTRUCTIONS = (
     "You are watching a security camera frame. Decide whether the target described "
     "below is visible in the image. Reply with a JSON object with the keys "
     '"present" (true or false), "confidence" (an integer from 1 to 10: how sure you '
-    'are of your answer) and "description" (one short sentence: if present, what it '
-    "looks like and where it is in the frame; if not, what the frame shows instead)."
+    'are of your answer), "description" (one short sentence: if present, what it '
+    "looks like and where it is in the frame; if not, what the frame shows instead) and, "
+    'only if present, "box" ([x1, y1, x2, y2]: its bounding box in pixels of this image).'
 )
 
 
@@ -71,8 +77,9 @@ _MANY = (
     'it is visible in the image. Reply with a JSON object {"answers": [...]} holding one '
     "object per target, in the order listed, each with the keys "
     '"present" (true or false), "confidence" (an integer from 1 to 10: how sure you are of '
-    'that answer) and "description" (one short sentence: if present, what it looks like and '
-    "where it is in the frame; if not, what is there instead)."
+    'that answer), "description" (one short sentence: if present, what it looks like and '
+    "where it is in the frame; if not, what is there instead) and, only if present, "
+    '"box" ([x1, y1, x2, y2]: its bounding box in pixels of this image).'
 )
 
 
@@ -123,8 +130,25 @@ def _from_json(obj: Any) -> Verdict:
     if raw_present is None or "confidence" not in keys:
         raise AnswerError("JSON answer lacks 'present' or 'confidence'")
     description = keys.get("description", "")
-    return Verdict(_present(raw_present), _confidence(keys["confidence"]),
-                   str(description)[:MAX_DESCRIPTION].strip())
+    present = _present(raw_present)
+    return Verdict(present, _confidence(keys["confidence"]), str(description)[:MAX_DESCRIPTION].strip(),
+                   _box(keys.get("box", keys.get("bbox_2d"))) if present else None)
+
+
+def _box(value: Any) -> Box | None:
+    """A box as Qwen2.5-VL gives it; anything malformed is no box (never an error)."""
+    if isinstance(value, list) and len(value) == 1 and isinstance(value[0], list | dict):
+        value = value[0]  # [[x1, y1, x2, y2]], or [{"bbox_2d": [...]}]
+    if isinstance(value, dict):
+        value = value.get("bbox_2d", value.get("box"))
+    if not isinstance(value, list | tuple) or len(value) != 4:
+        return None
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) and v == v for v in value):
+        return None
+    x1, y1, x2, y2 = (float(v) for v in value)
+    if x2 <= x1 or y2 <= y1 or min(x1, y1) < -1:
+        return None
+    return (x1, y1, x2, y2)
 
 
 def _from_lines(text: str) -> Verdict:

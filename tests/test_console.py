@@ -281,3 +281,24 @@ async def test_a_scan_can_be_stopped(tmp_path: Path, clips: dict[str, Path], fak
 
         s = await until(stopped)
         assert len(s["samples"]) < 20 and s["progress"] < 1
+
+
+async def test_a_scan_the_model_cannot_judge_fails_with_the_reason(
+        tmp_path: Path, clips: dict[str, Path], fake_vlm: FakeVLM) -> None:
+    doc = config_doc(tmp_path, fake_vlm, [{"name": "a", "url": str(clips["empty"]), "targets": [RED],
+                                           "realtime": True}])
+    async with running(doc) as (_, _, http):
+        headers = await session(http)
+        fake_vlm.mode = "html"  # a proxy's error page, with 200, for every request
+        scan_id = (await scan_upload(http, headers, "e.mp4", clips["empty"].read_bytes(), RED)).json()["id"]
+
+        async def finished() -> Any:
+            s = (await http.get(f"/api/scans/{scan_id}")).json()
+            return s["status"] not in ("queued", "running") and s
+
+        s = await until(finished, within=60)
+        assert s["status"] == "failed" and "could judge no sample" in s["error"], s
+        too_many = await http.post("/api/scans", headers=headers,
+                                   files={"video": ("e.mp4", b"x", "video/mp4")},
+                                   data={"targets": "\n".join(f"t{i}" for i in range(9))})
+        assert too_many.status_code == 400 and "at most 8 targets" in too_many.json()["error"]

@@ -138,12 +138,14 @@ def test_feedback_is_kept_replaced_and_counted(tmp_path: Path) -> None:
     assert fb.judge(Judgement("b" * 32, "cam", "red", "false_alarm", "a red car", 2.0, None)) is None
     assert fb.judge(Judgement("c" * 32, "cam", "red", "right", "a person", 3.0, None)) is None
     assert fb.judge(Judgement("c" * 32, "cam", "red", "false_alarm", "a person", 4.0, None)) == "right"
+    assert fb.lessons("cam", "red")[0] == "a person"  # at once, for the next prompt
     with pytest.raises(ValueError):
         fb.judge(Judgement("d" * 32, "cam", "red", "maybe", "", 5.0, None))
     fb.close()
     fb = Feedback(tmp_path / "f.sqlite3")
     assert fb.counts() == {("cam", "red", "false_alarm"): 3}
-    assert fb.false_alarms("cam", "red", 2) == ["a person", "a red car"]  # newest first
+    assert fb.lessons("cam", "red") == ["a person", "a red car", "a poster"]  # newest first, from memory
+    assert fb.lessons("cam", "other") == []
     assert fb.of(["a" * 32, "z" * 32]) == {"a" * 32: "false_alarm"}
 
 

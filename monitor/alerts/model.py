@@ -25,13 +25,16 @@ class Alert:
 
     @classmethod
     def detected(cls, stream: str, target: str, first_seen: datetime, first_offset: float,
-                 confidence: int, description: str, model: str | None = None) -> Alert:
+                 confidence: int, description: str, model: str | None = None,
+                 box: tuple[float, float, float, float] | None = None) -> Alert:
         fields: dict[str, Any] = {
             "target": target, "first_seen": iso_utc(first_seen),
             "first_seen_offset_seconds": first_offset, "confidence": confidence,
             "description": description}
         if model is not None:
             fields["model"] = model  # which model judged (a fallback's may differ)
+        if box is not None:
+            fields["box"] = [round(v, 4) for v in box]  # x1, y1, x2, y2 relative to the frame
         return cls("target_detected", stream, fields)
 
     @classmethod

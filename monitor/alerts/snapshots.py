@@ -1,4 +1,5 @@
-"""The analysed frame of each alert, kept as a JPEG under the state directory.
+"""The analysed frame of each alert, kept as a JPEG under the state directory, with the
+target's box drawn on it when the model gave one.
 
 Retention by count, age and total size, enforced after every save, oldest first.
 """
@@ -8,6 +9,25 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+
+import cv2
+import numpy as np
+
+
+def with_box(jpeg: bytes, box: tuple[float, float, float, float]) -> bytes:
+    """The JPEG with the box (relative to this image) drawn on it; the JPEG as it was if it
+    cannot be read."""
+    image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        return jpeg
+    h, w = image.shape[:2]
+    x1, y1, x2, y2 = box
+    thick = max(2, round(min(w, h) / 150))
+    p1, p2 = (round(x1 * w), round(y1 * h)), (round(x2 * w), round(y2 * h))
+    cv2.rectangle(image, p1, p2, (0, 0, 0), thick + 2)  # a dark edge: visible on light scenes too
+    cv2.rectangle(image, p1, p2, (0, 255, 255), thick)
+    ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    return buf.tobytes() if ok else jpeg
 
 
 class Snapshots:

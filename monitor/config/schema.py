@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from monitor.passwords import parse_hash
+from monitor.schedule import Rule, parse_rule, zone
 from monitor.urls import redact_url
 
 DEFAULT_MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"
@@ -123,6 +124,20 @@ class VlmConfig(_Model):
 class Target(_Model):
     name: str = Field(min_length=1, max_length=200)
     description: str = Field("", max_length=1000)
+    zones: list[Name] = Field(default_factory=list)  # only inside these zones of the stream
+    # When it is watched, e.g. "Mon-Fri 19:00-07:00", in the config's timezone; none: always.
+    schedule: list[str] = Field(default_factory=list)
+    verify: bool = False  # a second, stricter look at a close crop before alerting
+
+    @field_validator("schedule")
+    @classmethod
+    def _rules(cls, v: list[str]) -> list[str]:
+        for rule in v:
+            parse_rule(rule)  # ScheduleError is a ValueError: reported with its key path
+        return v
+
+    def rules(self) -> list[Rule]:
+        return [parse_rule(r) for r in self.schedule]
 
     @model_validator(mode="before")
     @classmethod
@@ -136,11 +151,25 @@ class Target(_Model):
         return self.description or self.name
 
 
+class ZoneConfig(_Model):
+    name: Name
+    polygon: list[tuple[float, float]] = Field(min_length=3, max_length=100)
+
+    @field_validator("polygon")
+    @classmethod
+    def _relative(cls, v: list[tuple[float, float]]) -> list[tuple[float, float]]:
+        for x, y in v:
+            if not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):
+                raise ValueError(f"point [{x:g}, {y:g}] is outside the frame: coordinates are 0 to 1")
+        return v
+
+
 class StreamConfig(_Model):
     name: Name
     # Camera URLs carry passwords: kept secret, shown only through redact_url().
     url: SecretStr
     targets: list[Target] = Field(min_length=1)
+    zones: list[ZoneConfig] = Field(default_factory=list)
     sample_interval_seconds: float = Field(1.0, gt=0, le=3600)
     # This camera's pixel budget, if not preprocess.max_pixels (far targets need more).
     max_pixels: int | None = Field(None, ge=28 * 28 * 4, le=12_845_056)
@@ -161,6 +190,22 @@ class StreamConfig(_Model):
         if not v.get_secret_value().strip():
             raise ValueError("must not be empty")
         return v
+
+    @model_validator(mode="after")
+    def _known_zones(self) -> StreamConfig:
+        names = [z.name for z in self.zones]
+        if len(set(names)) != len(names):
+            raise ValueError("zone names must be unique within a stream")
+        for t in self.targets:
+            unknown = [z for z in t.zones if z not in names]
+            if unknown:
+                raise ValueError(f"target {t.name!r} names unknown zone {unknown[0]!r} "
+                                 f"(this stream's zones: {', '.join(names) or 'none'})")
+        return self
+
+    def zone_polygons(self, target: Target) -> list[tuple[tuple[float, float], ...]]:
+        by_name = {z.name: tuple(z.polygon) for z in self.zones}
+        return [by_name[z] for z in target.zones]
 
     @property
     def display_url(self) -> str:
@@ -199,6 +244,9 @@ class SceneChangeConfig(_Model):
     pixel_delta: int = Field(20, ge=1, le=255)
     min_changed_fraction: float = Field(0.002, gt=0, le=1)
     max_reuse_seconds: float = Field(30.0, ge=0, le=3600)
+    # Per region too: a grid x grid cut, a tile with this share changed is a change (1: off).
+    grid: int = Field(8, ge=1, le=32)
+    min_region_fraction: float = Field(0.02, gt=0, le=1)
 
 
 def _all_events() -> list[EventName]:
@@ -334,6 +382,7 @@ class StreamSettings(_Model):
     preprocess: PreprocessConfig  # with the stream's own pixel budget
     scene_change: SceneChangeConfig
     window: int  # samples of a recording analysed at once
+    timezone: str | None = None  # for the targets' schedules
 
 
 class Config(_Model):
@@ -350,6 +399,13 @@ class Config(_Model):
     logging: LoggingConfig = LoggingConfig()
     # On SIGTERM: how long in-flight analysis, then alert delivery, may each take.
     shutdown_grace_seconds: float = Field(10.0, ge=0, le=600)
+    timezone: str | None = None  # for schedules, e.g. Europe/Berlin; default: the host's
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, v: str | None) -> str | None:
+        zone(v)
+        return v
 
     def stream_settings(self) -> dict[str, StreamSettings]:
         """Each stream's effective settings, global sections resolved into them.
@@ -363,7 +419,8 @@ class Config(_Model):
                 pre = pre.model_copy(update={"max_pixels": s.max_pixels})
             out[s.name] = StreamSettings(stream=s, detection=self.detection, preprocess=pre,
                                          scene_change=self.scene_change,
-                                         window=min(self.vlm.total_concurrency, 32))
+                                         window=min(self.vlm.total_concurrency, 32),
+                                         timezone=self.timezone)
         return out
 
     def resolved_state_dir(self, env: Mapping[str, str] = os.environ) -> Path:

@@ -4,7 +4,8 @@ Kept apart from the outbox on purpose: the outbox prunes its history after a
 week, and a judgement (with the description the model gave) is what a later
 change learns from, so it stays. One row per alert; judging again replaces
 the verdict. Calls are short and synchronous; the console runs them in a
-worker thread.
+worker thread. The streams read each target's latest false alarms from memory
+(``lessons``) and tell the model about them (see ``pipeline.counter_examples``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 VERDICTS = ("right", "false_alarm")
+LESSONS_KEPT = 10  # per target, in memory; the prompt takes fewer (pipeline.counter_examples)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS feedback (
@@ -51,6 +53,17 @@ class Feedback:
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.executescript(SCHEMA)
+        # The newest false alarms per (stream, target), in memory: the streams read them for
+        # every prompt, so they must not touch the disk.
+        self._lessons: dict[tuple[str, str], list[str]] = {}
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT stream, target, description FROM feedback WHERE verdict = 'false_alarm' "
+                "ORDER BY at DESC").fetchall()
+        for stream, target, description in rows:
+            kept = self._lessons.setdefault((str(stream), str(target)), [])
+            if len(kept) < LESSONS_KEPT:
+                kept.append(str(description))
 
     def close(self) -> None:
         with self._lock:
@@ -68,7 +81,18 @@ class Feedback:
                 "INSERT OR REPLACE INTO feedback (alert_id, stream, target, verdict, description, at, user) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (j.alert_id, j.stream, j.target, j.verdict, j.description, j.at or time.time(), j.user))
+            self._relearn(j.stream, j.target)
         return str(old[0]) if old else None
+
+    def _relearn(self, stream: str, target: str) -> None:
+        rows = self._db.execute(
+            "SELECT description FROM feedback WHERE stream = ? AND target = ? AND verdict = 'false_alarm' "
+            "ORDER BY at DESC LIMIT ?", (stream, target, LESSONS_KEPT)).fetchall()
+        self._lessons[(stream, target)] = [str(r[0]) for r in rows]
+
+    def lessons(self, stream: str, target: str) -> list[str]:
+        """The descriptions of this target's latest false alarms, newest first (from memory)."""
+        return self._lessons.get((stream, target), [])
 
     def of(self, alert_ids: list[str]) -> dict[str, str]:
         """The verdict of each of these alerts that was judged."""
@@ -88,10 +112,3 @@ class Feedback:
             ).fetchall()
         return {(str(s), str(t), str(v)): int(n) for s, t, v, n in rows}
 
-    def false_alarms(self, stream: str, target: str, limit: int) -> list[str]:
-        """The descriptions of this target's alerts judged false alarms, newest first."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT description FROM feedback WHERE stream = ? AND target = ? "
-                "AND verdict = 'false_alarm' ORDER BY at DESC LIMIT ?", (stream, target, limit)).fetchall()
-        return [str(r[0]) for r in rows]

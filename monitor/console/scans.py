@@ -224,6 +224,10 @@ class Scans:
                         scan.first_detection = event.first
             scan.samples.append(row)
             scan.analysed = sample.offset + 1.0
+        errors = [v["error"] for row in scan.samples for v in row["verdicts"] if v["error"]]
+        if scan.samples and len(errors) == len(scan.samples) * len(scan.targets):
+            scan.status, scan.error = "failed", f"the model could judge no sample: {errors[-1]}"
+            return
         scan.status = "stopped" if scan.stop.is_set() else "done"
         if scan.status == "done" and scan.duration is None:
             scan.duration = scan.analysed

@@ -44,6 +44,7 @@ ALERT_ID = re.compile(r"^[0-9a-f]{32}$")
 SCAN_ID = re.compile(r"^[0-9a-f]{16}$")
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "[::1]", "::1")
 MAX_QUEUED_SCANS = 5
+MAX_FIELD_BYTES = 8192
 LIVE_PERIOD_S = 1.0  # the Cameras page hears of changes at most this often
 SESSION_KEY: web.RequestKey[Session | None] = web.RequestKey("session")
 
@@ -348,9 +349,9 @@ class Console:
                     name = display_name(part.filename)
                     await _save_part(part, path, limit, self.cfg.upload_max_mb)
                 elif part.name in ("targets", "target", "find"):
-                    if len(texts) >= MAX_TARGETS * 4:
-                        raise _error(400, "too many targets")
-                    texts.extend((await part.text()).splitlines())
+                    if len(texts) > MAX_TARGETS:
+                        raise _error(400, f"at most {MAX_TARGETS} targets per scan")
+                    texts.extend((await _read_small(part)).splitlines())
                 else:
                     raise _error(400, f"unexpected form field {str(part.name)[:40]!r}")
             if name is None:
@@ -378,6 +379,16 @@ async def _save_part(part: BodyPartReader, path: Path, limit: int, limit_mb: flo
             await asyncio.to_thread(f.write, chunk)
     if size == 0:
         raise _error(400, "the uploaded file is empty")
+
+
+async def _read_small(part: BodyPartReader) -> str:
+    """A text field of the form, refused past a few KB (the whole part is never held)."""
+    data = b""
+    while chunk := await part.read_chunk(4096):
+        data += chunk
+        if len(data) > MAX_FIELD_BYTES:
+            raise _error(400, f"the {part.name} field is longer than {MAX_FIELD_BYTES} bytes")
+    return data.decode("utf-8", "replace")
 
 
 async def _body_json(request: web.Request) -> dict[str, Any]:
