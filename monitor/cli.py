@@ -1,4 +1,4 @@
-"""The ``vlm-monitor`` command: run, check-config, scan, probe, hash-password.
+"""The ``vlm-monitor`` command: run, check-config, scan, probe, eval, hash-password.
 
 Every failure the user can cause ends in one line on stderr and an exit code;
 a traceback appears only with VLM_MONITOR_DEBUG=1.
@@ -34,6 +34,7 @@ from monitor.config import (
     VlmConfig,
     load_config,
 )
+from monitor.evaluate import EvalError, evaluate, load_suite, report
 from monitor.metrics import Metrics
 from monitor.passwords import hash_password
 from monitor.preprocess import prepare
@@ -177,6 +178,20 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 # --- entry point ------------------------------------------------------------------
 
+# --- eval --------------------------------------------------------------------------
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    suite = load_suite(Path(args.suite))
+    logs.configure("warning", config.logging.format, stream=sys.stderr)
+    try:
+        results = asyncio.run(evaluate(config, suite))
+    except (EvalError, DaemonError) as e:
+        return fail(str(e))
+    print(report(results, suite))
+    return 0 if all(s.holds for s in results[0].per_case) else 1
+
+
 # --- hash-password ---------------------------------------------------------------
 
 def cmd_hash_password(args: argparse.Namespace) -> int:
@@ -245,6 +260,13 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("probe", help="check the model server named in the config")
     pr.add_argument("--config", required=True, metavar="FILE")
     pr.set_defaults(func=cmd_probe)
+
+    ev = sub.add_parser("eval", help="replay labelled recordings against the model server and score "
+                        "the alerts (exit 0 all expectations hold, 1 not, 2 error)")
+    ev.add_argument("suite", metavar="SUITE.yaml")
+    ev.add_argument("--config", required=True, metavar="FILE",
+                    help="the model server, detection and preprocessing to use")
+    ev.set_defaults(func=cmd_eval)
 
     hp = sub.add_parser("hash-password", help="read a console password on stdin, print its hash "
                         "for server.users[].password_hash")

@@ -1,6 +1,6 @@
 """The YAML config: its schema (``schema``) and how a file becomes one (``loading``)."""
 
-from monitor.config.loading import load_config, parse_config
+from monitor.config.loading import load_config, parse_config, parse_document
 from monitor.config.schema import (
     AUTO_MAX_CONCURRENCY,
     AUTO_START_CONCURRENCY,
@@ -28,6 +28,7 @@ from monitor.config.schema import (
     UserConfig,
     VlmConfig,
     WebhookSinkConfig,
+    ZoneConfig,
 )
 
 __all__ = [
@@ -36,5 +37,5 @@ __all__ = [
     "DetectionConfig", "EndpointConfig", "EventName", "LogSinkConfig", "LoggingConfig", "MqttSinkConfig",
     "PreprocessConfig", "SceneChangeConfig", "ServerConfig", "SinkBase", "SinkConfig",
     "SnapshotsConfig", "StreamConfig", "StreamSettings", "Target", "UserConfig", "VlmConfig",
-    "WebhookSinkConfig", "load_config", "parse_config",
+    "WebhookSinkConfig", "ZoneConfig", "load_config", "parse_config", "parse_document",
 ]

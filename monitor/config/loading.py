@@ -10,13 +10,15 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import SecretStr, ValidationError
+from pydantic import BaseModel, SecretStr, ValidationError
 
 from monitor.config.schema import Config, ConfigError
+
+M = TypeVar("M", bound=BaseModel)
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -135,6 +137,18 @@ def _data_path(data: Any, loc: tuple[int | str, ...]) -> Path_:
 
 
 def parse_config(text: str, source: str = "<config>", env: Mapping[str, str] | None = None) -> Config:
+    config, loc = parse_document(text, Config, source, env)
+    seen: dict[str, int] = {}
+    for i, stream in enumerate(config.streams):
+        if stream.name in seen:
+            raise loc.error(("streams", i, "name"), f"duplicate stream name {stream.name!r}")
+        seen[stream.name] = i
+    return config
+
+
+def parse_document(text: str, model: type[M], source: str = "<config>",
+                   env: Mapping[str, str] | None = None) -> tuple[M, _Located]:
+    """Bounded YAML, ${VAR} expansion, then the model; errors name the key path and line."""
     env = os.environ if env is None else env
     if len(text) > MAX_CONFIG_BYTES:
         raise ConfigError(f"{source}: the file is larger than {MAX_CONFIG_BYTES:,} bytes")
@@ -158,7 +172,7 @@ def parse_config(text: str, source: str = "<config>", env: Mapping[str, str] | N
         raise ConfigError(f"{source}:1: the top level must be a mapping of keys")
     data = _expand(data, (), env, loc)
     try:
-        config = Config.model_validate(data)
+        doc = model.model_validate(data)
     except ValidationError as e:
         errors = e.errors(include_input=False, include_url=False)
         first = errors[0]
@@ -168,12 +182,7 @@ def parse_config(text: str, source: str = "<config>", env: Mapping[str, str] | N
             message = "unknown key"
         more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
         raise loc.error(path, message + (more if len(errors) > 1 else "")) from None
-    seen: dict[str, int] = {}
-    for i, stream in enumerate(config.streams):
-        if stream.name in seen:
-            raise loc.error(("streams", i, "name"), f"duplicate stream name {stream.name!r}")
-        seen[stream.name] = i
-    return config
+    return doc, loc
 
 
 def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:

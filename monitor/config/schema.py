@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from monitor.passwords import parse_hash
 from monitor.schedule import Rule, parse_rule, zone
@@ -121,20 +121,21 @@ class VlmConfig(_Model):
                    for e in self.resolved_endpoints() if not e.fallback)
 
 
+def _rule(text: str) -> str:
+    parse_rule(text)  # ScheduleError is a ValueError: reported with its key path and line
+    return text
+
+
+ScheduleRule = Annotated[str, AfterValidator(_rule)]
+
+
 class Target(_Model):
     name: str = Field(min_length=1, max_length=200)
     description: str = Field("", max_length=1000)
     zones: list[Name] = Field(default_factory=list)  # only inside these zones of the stream
     # When it is watched, e.g. "Mon-Fri 19:00-07:00", in the config's timezone; none: always.
-    schedule: list[str] = Field(default_factory=list)
+    schedule: list[ScheduleRule] = Field(default_factory=list)
     verify: bool = False  # a second, stricter look at a close crop before alerting
-
-    @field_validator("schedule")
-    @classmethod
-    def _rules(cls, v: list[str]) -> list[str]:
-        for rule in v:
-            parse_rule(rule)  # ScheduleError is a ValueError: reported with its key path
-        return v
 
     def rules(self) -> list[Rule]:
         return [parse_rule(r) for r in self.schedule]

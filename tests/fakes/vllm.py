@@ -9,6 +9,10 @@ frame that was lost, mangled or stale on the way gives the wrong answer.
 Faults are injected by setting attributes: ``latency``, ``fail_rate``, ``fail_every``,
 ``mode`` ("json", "text", "garbage", "html": a proxy's 200 error page, on every path), ``error_shape`` ("nested", "flat"),
 ``healthy``. It counts requests in flight and keeps a log of every request.
+With ``boxes`` it gives each present target's box (its colour's pixels); a
+second look ("Look closely: ...") is confirmed only if a head sits above the
+colour (a person, not a poster or a car), or refused outright with
+``refuse_strict``.
 """
 
 from __future__ import annotations
@@ -35,16 +39,36 @@ COLOURS: dict[str, list[tuple[tuple[int, int, int], tuple[int, int, int]]]] = {
     "red": [((0, 120, 70), (8, 255, 255)), ((172, 120, 70), (179, 255, 255))],
     "green": [((45, 120, 70), (75, 255, 255))],
     "blue": [((100, 120, 70), (130, 255, 255))],
+    "skin": [((5, 50, 120), (25, 170, 255))],  # tests/clips.py's heads
 }
 MIN_FRACTION = 0.004  # of the image's pixels
 
 
-def colour_fraction(image: np.ndarray, colour: str) -> float:
+def colour_mask(image: np.ndarray, colour: str) -> np.ndarray:
     hsv = cv2.cvtColor(image, cv2.COLOR_BGR2HSV)
     mask = np.zeros(hsv.shape[:2], np.uint8)
     for lo, hi in COLOURS[colour]:
         mask |= cv2.inRange(hsv, np.array(lo), np.array(hi))
+    return mask
+
+
+def colour_fraction(image: np.ndarray, colour: str) -> float:
+    mask = colour_mask(image, colour)
     return float(np.count_nonzero(mask)) / mask.size
+
+
+def has_head(image: np.ndarray, box: list[int]) -> bool:
+    """A second look's judgement: a person has a head just above the shirt; a poster or a car
+    does not."""
+    x1, y1, x2, y2 = box
+    above = image[max(0, y1 - (y2 - y1) // 2):y1, x1:x2]
+    return above.size > 0 and colour_fraction(above, "skin") > 0.05
+
+
+def colour_box(image: np.ndarray, colour: str) -> list[int]:
+    """The bounding box of the colour's pixels, in pixels of this image (as Qwen2.5-VL gives it)."""
+    ys, xs = np.nonzero(colour_mask(image, colour))
+    return [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
 
 
 @dataclass
@@ -57,6 +81,7 @@ class Request:
     structured: bool
     at: float
     targets: list[str]
+    prompt: str = ""
 
 
 class FakeVLM:
@@ -71,6 +96,9 @@ class FakeVLM:
         self._gpu: asyncio.Semaphore | None = None
         self.mode = "json"
         self.description: str | None = None  # said of every frame instead of what is seen
+        self.boxes = True  # give the target's box (from its pixels) with each present answer
+        self.refuse_strict = False  # say "no" to every second look ("Look closely: ...")
+        self.min_fraction = MIN_FRACTION  # of the image in the colour, to call it present
         self.error_shape = "nested"
         self.healthy = True
         self.requests: list[Request] = []
@@ -187,9 +215,16 @@ class FakeVLM:
         for target in targets:
             colour = next((c for c in COLOURS if c in target.lower()), None)
             fraction = colour_fraction(image, colour) if colour else 0.0
-            if fraction >= MIN_FRACTION:
+            strict = "Look closely" in target
+            if fraction >= self.min_fraction and strict and colour is not None and (
+                    self.refuse_strict or not has_head(image, colour_box(image, colour))):
+                answers.append({"present": False, "confidence": 9,
+                                "description": "Up close, it is a poster, not a person."})
+            elif fraction >= self.min_fraction:
                 answers.append({"present": True, "confidence": 9, "description":
                                 f"A {colour} figure is in the frame ({fraction:.1%} of the image)."})
+                if self.boxes and colour is not None:
+                    answers[-1]["box"] = colour_box(image, colour)
             else:
                 answers.append({"present": False, "confidence": 8,
                                 "description": "An empty scene; no such target."})
@@ -209,7 +244,7 @@ class FakeVLM:
                     await asyncio.sleep(delay)
             self.requests.append(Request(body["model"], targets[0], image.shape[1], image.shape[0],
                                          bool(answers[0]["present"]), structured, time.monotonic(),
-                                         targets))
+                                         targets, prompt))
             nth = len(self.requests)
             if (self.fail_rate and self._rng.random() < self.fail_rate) or (
                     self.fail_every and nth % self.fail_every == 0):
