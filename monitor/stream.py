@@ -247,11 +247,14 @@ class StreamRunner:
         result = "error" if outcome.error else "confirmed" if outcome.confirmed else "refused"
         self.metrics.verifications.labels(result).inc()
         self.metrics.verification_seconds.observe(outcome.seconds)
-        log = self._log.info if outcome.confirmed else self._log.warning
-        log("second look " + result, target=r.target.name, offset=last.offset,
-            **({"error": str(outcome.error)} if outcome.error else {}),
-            **({"description": outcome.verdict.description, "confidence": outcome.verdict.confidence}
-               if outcome.verdict else {}))
+        # A poster that is always there is refused every sample: a line a minute, not a second.
+        left_out = 0 if outcome.confirmed else self._repeats.check(f"verify {r.target.name}",
+                                                                   time.monotonic())
+        if left_out is not None:
+            self._log.info("second look " + result, target=r.target.name, offset=last.offset,
+                           **({"error": str(outcome.error)} if outcome.error else {}),
+                           **({"description": outcome.verdict.description} if outcome.verdict else {}),
+                           **({"same_since_last": left_out} if left_out else {}))
         return outcome.confirmed
 
     def _cooling(self, target: str, offset: float) -> bool:
