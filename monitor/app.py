@@ -50,7 +50,7 @@ class DaemonError(Exception):
 # --- pure rules ------------------------------------------------------------------
 
 # Config sections a reload applies; the others need a restart.
-RELOADABLE = frozenset({"streams", "detection", "preprocess", "scene_change"})
+RELOADABLE = frozenset({"streams", "detection", "preprocess", "scene_change", "timezone"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,14 +56,15 @@ async def log_in(page: Page) -> None:
 
 
 async def test_cameras_live_tiles_events_and_false_alarm_across_a_restart(
-        tmp_path: Path, fake_vlm: FakeVLM) -> None:
+        tmp_path: Path, fake_vlm: FakeVLM, clips: dict[str, Path]) -> None:
     rtsp = RtspServer(free_port()).start()
     dead = f"rtsp://127.0.0.1:{free_port()}/live"  # nothing listens there
     doc = config_doc(tmp_path, fake_vlm, [
         {"name": "yard", "url": rtsp.url(), "targets": [RED, "a green umbrella"], "frozen_after_seconds": 2,
          "open_timeout_seconds": 2},
         {"name": "gate", "url": dead, "targets": [RED], "open_timeout_seconds": 2,
-         "down_alert_after_seconds": 1}],
+         "down_alert_after_seconds": 1},
+        {"name": "street", "url": str(clips["red"]), "realtime": True, "targets": [RED]}],
         server={"users": [{"name": "ops", "password_hash": hash_password(PASSWORD, n=2**10)}]},
         alerts=[{"type": "log", "events": ["target_detected", "stream_down", "stream_up"]}])
     try:
@@ -90,19 +91,32 @@ async def test_cameras_live_tiles_events_and_false_alarm_across_a_restart(
             await expect(yard.locator(".desc").first).to_contain_text("red")
             await shot(page, tmp_path, "cameras")
 
+            # On a phone, in dark mode: one column, nothing wider than the screen.
+            await page.set_viewport_size({"width": 390, "height": 844})
+            await page.emulate_media(color_scheme="dark")
+            assert await page.evaluate("document.documentElement.scrollWidth") <= 390
+            assert await page.evaluate("getComputedStyle(document.body).backgroundColor") == "rgb(13, 17, 23)"
+            await shot(page, tmp_path, "cameras-phone-dark")
+            await page.set_viewport_size({"width": 1280, "height": 860})
+            await page.emulate_media(color_scheme="light")
+
             await page.click('[data-camera="yard"] h3 a')
             await expect(page.locator("#samples tbody tr").first).to_be_visible()
             await expect(page.locator('#samples tr[data-outcome="asked"] img').first).to_be_visible()
             await shot(page, tmp_path, "camera")
 
             await page.goto("/#/events")
-            alert = page.locator('.event[data-event="target_detected"]').first
+            # The recording's alert: its snapshot, with the box the model gave drawn on it.
+            street = page.locator('.event[data-event="target_detected"][data-stream="street"]')
+            await expect(street).to_be_visible(timeout=30_000)
+            assert await street.locator("img").evaluate("img => img.complete && img.naturalWidth > 0")
+            alert = page.locator('.event[data-event="target_detected"][data-stream="yard"]').first
             await expect(alert).to_be_visible(timeout=20_000)
-            assert await alert.locator("img").evaluate("img => img.complete && img.naturalWidth > 0")
             await expect(page.locator('.event[data-event="stream_down"]').first).to_be_visible()
             await alert.locator('button[data-verdict="false_alarm"]').click()
-            alert = page.locator('.event[data-event="target_detected"]').first
+            alert = page.locator('.event[data-event="target_detected"][data-stream="yard"]').first
             await expect(alert.locator(".feedback")).to_have_text("marked false alarm")
+            await street.scroll_into_view_if_needed()
             await shot(page, tmp_path, "events")
             alert_id = await alert.get_attribute("data-id")
 

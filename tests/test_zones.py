@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
+from monitor.app import plan_reload
 from monitor.config import ConfigError, parse_config
 from monitor.detector import Detector, Observation, Raised
 from monitor.pipeline import counter_examples
@@ -203,3 +204,14 @@ def test_bad_polygons_and_time_zones_are_config_errors() -> None:
         parse_config(yaml.safe_dump(bad), "t")
     with pytest.raises(ConfigError, match="time zone"):
         parse_config(yaml.safe_dump({**doc(), "timezone": "Mars/Olympus"}), "t")
+
+
+def test_zones_schedules_and_the_time_zone_reload_by_restarting_their_stream() -> None:
+    old = parse_config(yaml.safe_dump(doc(zones=["gate"])), "t")
+    for new in [doc(), doc(zones=["gate"], schedule=["Mon 10:00-11:00"]), {**doc(zones=["gate"]),
+                                                                          "timezone": "Asia/Tokyo"}]:
+        plan = plan_reload(old, parse_config(yaml.safe_dump(new), "t"))
+        assert plan.restarted == ["yard"] and plan.fixed == [], new
+    moved = doc(zones=["gate"])
+    moved["streams"][0]["zones"][0]["polygon"][0] = [0.2, 0.5]  # type: ignore[index]
+    assert plan_reload(old, parse_config(yaml.safe_dump(moved), "t")).restarted == ["yard"]

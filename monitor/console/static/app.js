@@ -237,7 +237,7 @@ function eventCard(ev) {
     h("button", { class: `bad ${ev.feedback === "false_alarm" ? "on" : ""}`, "data-verdict": "false_alarm", onclick: () => judge(ev, "false_alarm", card) }, "False alarm"),
     h("span", { class: "muted feedback" }, ev.feedback ? `marked ${ev.feedback.replace("_", " ")}` : "not judged yet")) : null;
   const title = isAlert ? `${ev.target}` : ev.event.replace("_", " ");
-  const card = h("div", { class: "card event", "data-id": ev.id, "data-event": ev.event },
+  const card = h("div", { class: "card event", "data-id": ev.id, "data-event": ev.event, "data-stream": ev.stream },
     ev.snapshot ? h("img", { src: ev.snapshot, alt: `snapshot of ${ev.stream}` }) : h("div", { class: "muted" }, "no snapshot"),
     h("div", {},
       h("h3", {}, title, h("span", { class: "muted" }, ` · ${ev.stream}`)),
