@@ -302,3 +302,30 @@ async def test_a_scan_the_model_cannot_judge_fails_with_the_reason(
                                    files={"video": ("e.mp4", b"x", "video/mp4")},
                                    data={"targets": "\n".join(f"t{i}" for i in range(9))})
         assert too_many.status_code == 400 and "at most 8 targets" in too_many.json()["error"]
+
+
+async def test_a_scan_takes_only_model_slots_the_cameras_leave_free(
+        tmp_path: Path, clips: dict[str, Path], fake_vlm: FakeVLM) -> None:
+    """One model slot, a camera that needs it a third of the time, and a scan that wants it all:
+    the camera keeps every sample, the scan gets the rest."""
+    fake_vlm.latency = 0.3
+    doc = config_doc(tmp_path, fake_vlm, [{"name": "cam", "url": str(clips["red"]), "targets": [RED],
+                                           "realtime": True}], console={"scan_concurrency": 4})
+    doc = doc.replace("max_concurrency: 4", "max_concurrency: 1")
+    async with running(doc) as (_, metrics, http):
+        headers = await session(http)
+        scan_id = (await scan_upload(http, headers, "r.mp4", clips["red"].read_bytes(), RED)).json()["id"]
+        lags = []
+
+        def value(name: str) -> float:
+            return metrics.registry.get_sample_value(f"vlm_monitor_{name}", {"stream": "cam"}) or 0.0
+
+        while (scan := (await http.get(f"/api/scans/{scan_id}")).json())["status"] in ("queued", "running"):
+            lags.append(value("sampling_intervals_total") - value("frames_analysed_total")
+                        - value("verdicts_reused_total"))
+            await asyncio.sleep(0.2)
+        assert scan["status"] == "done" and len(scan["samples"]) == 20
+        assert max(lags) <= 2, lags  # the sample in flight, and the one just taken
+        ages = [metrics.registry.get_sample_value(f"vlm_monitor_frame_age_seconds_{k}", {"stream": "cam"})
+                for k in ("sum", "count")]
+        assert ages[0] / ages[1] < 0.9, ages  # its own 0.3 s and at most one scan request (without: 1.6)
