@@ -53,7 +53,7 @@ class Seen:
     model: str | None  # the model that judged it
     box: Box | None = None  # the target's box, relative to the frame
     mark: Box | None = None  # the same box, relative to the image the model was shown
-    frame: Frame | None = None  # the frame itself, for a second look (verify)
+    frame: Callable[[], Frame] | None = None  # the frame at full size, for a second look (verify)
     view: View | None = None  # the zones' part of it the model was shown
 
 
@@ -171,7 +171,8 @@ class StreamRunner:
             frozen_after_s=cfg.frozen_after_seconds,
             down_alert_after_s=cfg.down_alert_after_seconds, on_change=self._changed,
             # With zones the model sees only their part of the frame: keep enough pixels for it.
-            scale_to=lambda w, h: target_size(w, h, round(settings.preprocess.max_pixels / shown))))
+            scale_to=lambda w, h: target_size(w, h, round(settings.preprocess.max_pixels / shown)),
+            keep_full=any(t.verify for t in cfg.targets)))
         # Two at once: one frame with the model while the next is prepared.
         return (source.samples(self.stopping, account=self._account),
                 analyzer(FailFast(self.watch), source.newest), 2)
@@ -234,7 +235,7 @@ class StreamRunner:
             mark = (max(0.0, x1 / w), max(0.0, y1 / h), min(1.0, x2 / w), min(1.0, y2 / h))
         return Seen(sample.offset, sample.wall, verdict.confidence, verdict.description,
                     prepared.jpeg if prepared else None, result.analysis.model if result.analysis else None,
-                    r.box, mark, sample.frame if r.target.verify else None,
+                    r.box, mark, (sample.full or (lambda: sample.frame)) if r.target.verify else None,
                     prepared.view if prepared else None)
 
     async def _confirmed(self, r: TargetResult, event: Raised[Seen]) -> bool:
@@ -242,7 +243,8 @@ class StreamRunner:
         last = event.last
         if last.frame is None:
             return True
-        outcome = await second_look(self.client, last.frame, r.target, region(last.box, last.view),
+        frame = await asyncio.to_thread(last.frame)
+        outcome = await second_look(self.client, frame, r.target, region(last.box, last.view),
                                     self.settings.preprocess, self.settings.detection.min_confidence)
         result = "error" if outcome.error else "confirmed" if outcome.confirmed else "refused"
         self.metrics.verifications.labels(result).inc()

@@ -15,6 +15,7 @@ import yaml
 from monitor.app import Daemon
 from monitor.config import parse_config
 from monitor.metrics import Metrics
+from monitor.sources.capture import LiveReader
 from tests.conftest import Receiver, free_port
 from tests.fakes.vllm import FakeVLM
 from tests.rtsp import RtspServer
@@ -305,3 +306,21 @@ async def test_hung_cameras_cost_only_their_own_timeout(
     finally:
         for s in hung:
             s.close()
+
+
+def test_a_reader_for_a_second_look_keeps_the_camera_size_frame_too() -> None:
+    server = RtspServer(free_port(), size="1280x720").start()
+    reader = LiveReader(server.url(), "big", interval=1.0, decode="keyframes", keep_full=True,
+                        scale_to=lambda w, h: (w // 2, h // 2))
+    try:
+        reader.start()
+        deadline = time.monotonic() + 20
+        while (latest := reader.latest()) is None:
+            assert time.monotonic() < deadline, "no frame"
+            time.sleep(0.05)
+        assert latest.frame.shape == (360, 640, 3)  # held at the model's size
+        assert latest.full is not None and latest.full().shape == (720, 1280, 3)  # and at its own
+    finally:
+        reader.stop()
+        reader.join(10)
+        server.kill()

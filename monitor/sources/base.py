@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -22,3 +23,6 @@ class Sample:
     wall: datetime  # UTC time the frame was taken
     frame: Frame
     captured: float  # time.monotonic() when decoded: frame age is measured from here
+    # The frame at the source's own resolution, when it is held smaller (a live camera whose
+    # targets take a second look keeps it); converted only when called.
+    full: Callable[[], Frame] | None = None

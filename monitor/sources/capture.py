@@ -88,6 +88,7 @@ class Latest:
     taken: float  # time.monotonic() when decoded
     wall: datetime
     frame: Frame
+    full: Callable[[], Frame] | None = None  # the decoded frame at the camera's size, on demand
 
 
 SWITCH = "switch to decoding every frame"
@@ -104,8 +105,12 @@ class LiveReader:
 
     def __init__(self, url: str, name: str, *, interval: float, decode: DecodeMode = "auto",
                  transport: str = "tcp", open_timeout_s: float = 10.0, frozen_after_s: float = 10.0,
-                 scale_to: Scale | None = None, report: Tell = lambda kind, detail: None) -> None:
+                 scale_to: Scale | None = None, report: Tell = lambda kind, detail: None,
+                 keep_full: bool = False) -> None:
         self.url = url
+        # Also keep the decoded frame itself (YUV, ~1.4 MB at 720p), for a second look at
+        # the camera's own resolution; it is converted only when asked for.
+        self.keep_full = keep_full
         # Frames are scaled to the model's size as they are converted (one swscale pass):
         # a 720p frame held as BGR is 2.7 MB, at 644x364 0.7 MB, and the preprocess resize
         # then has nothing left to do. None keeps the camera's own size.
@@ -195,7 +200,7 @@ class LiveReader:
                     # third less CPU when every frame is decoded, and still fresh.
                     if not keyframes and now - converted < self.REFRESH_S:
                         continue
-                    self._hold(self._convert(frames[-1]), now)
+                    self._hold(self._convert(frames[-1]), now, frames[-1] if self.keep_full else None)
                     converted = now
                     if not up:
                         up = True
@@ -222,9 +227,13 @@ class LiveReader:
         return frame.reformat(width=width, height=height, format="bgr24",
                               interpolation="AREA").to_ndarray()
 
-    def _hold(self, image: Any, now: float) -> None:
+    def _hold(self, image: Any, now: float, decoded: av.VideoFrame | None = None) -> None:
         if self.connected_at is None:
             self.connected_at = now
+        full = None
+        if decoded is not None:
+            def full() -> Frame:
+                return np.asarray(decoded.to_ndarray(format="bgr24"), np.uint8)
         with self._lock:
             seq = self._latest.seq + 1 if self._latest else 1
-            self._latest = Latest(seq, now, datetime.now(UTC), np.asarray(image, np.uint8))
+            self._latest = Latest(seq, now, datetime.now(UTC), np.asarray(image, np.uint8), full)

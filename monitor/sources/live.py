@@ -41,7 +41,7 @@ class LiveSource:
     def __init__(self, url: str, name: str, *, interval: float, decode: DecodeMode,
                  transport: str, open_timeout_s: float, frozen_after_s: float,
                  down_alert_after_s: float, on_change: Callable[[StateChange], None],
-                 scale_to: Scale | None = None) -> None:
+                 scale_to: Scale | None = None, keep_full: bool = False) -> None:
         self.interval = interval
         self._on_change = on_change
         self._availability = Availability(down_alert_after_s)
@@ -52,7 +52,7 @@ class LiveSource:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.reader = LiveReader(url, name, interval=interval, decode=decode, transport=transport,
                                  open_timeout_s=open_timeout_s, frozen_after_s=frozen_after_s,
-                                 scale_to=scale_to, report=self._from_thread)
+                                 scale_to=scale_to, report=self._from_thread, keep_full=keep_full)
 
     async def __aenter__(self) -> LiveSource:
         self._loop = asyncio.get_running_loop()
@@ -154,7 +154,8 @@ class LiveSource:
     def _sample(self, index: int, latest: Latest) -> Sample:
         """The frame as a sample; its offset is seconds since the stream first delivered."""
         base = self.reader.connected_at or latest.taken
-        return Sample(index, round(latest.taken - base, 3), latest.wall, latest.frame, latest.taken)
+        return Sample(index, round(latest.taken - base, 3), latest.wall, latest.frame, latest.taken,
+                      latest.full)
 
 
 class Availability:
