@@ -141,7 +141,8 @@ class Console:
         if session is None and not self.login_required:
             session = self.signer.new_session(None, time.time())
         if session is None or (self.login_required and session.user is None):
-            return _json({"login_required": True, "user": None})
+            return _json({"login_required": True, "user": None,
+                          "error": "log in first"}, status=401)  # like every /api/ call
         response = _json({"login_required": self.login_required, "user": session.user,
                           "csrf_token": self.signer.csrf(session), "shard": self.shard})
         self._set_cookie(response, session)

@@ -434,7 +434,10 @@ async function route() {
   if (!state.csrf) {
     try {
       if (!(await loadSession())) { showLogin(); return; }
-    } catch (err) { setMain(h("p", { class: "error" }, err.message)); return; }
+    } catch (err) {
+      if (err.message !== "log in first") setMain(h("p", { class: "error" }, err.message));
+      return;
+    }
   }
   showWho();
   const [page, arg] = (location.hash.replace(/^#\//, "") || "cameras").split("/");
