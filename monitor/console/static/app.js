@@ -122,6 +122,7 @@ function showLogin(message) {
       state.csrf = r.csrf_token;
       state.user = r.user;
       state.shard = r.shard || null;
+      state.loginRequired = true;
       showWho();
       route();
     } catch (err) { error.textContent = err.message; }
