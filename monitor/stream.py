@@ -22,7 +22,7 @@ from monitor.alerts.dispatch import Dispatcher
 from monitor.alerts.model import Alert
 from monitor.alerts.snapshots import with_box
 from monitor.config import StreamSettings
-from monitor.console.board import THUMB_WIDTH, Board, Verdict
+from monitor.console.board import THUMB_WIDTH, Board, TargetView
 from monitor.console.feedback import Feedback
 from monitor.detector import Cleared, Detector, Observation, Raised
 from monitor.metrics import Metrics
@@ -215,7 +215,7 @@ class StreamRunner:
     def _show(self, result: SampleResult, reason: str | None, min_conf: int) -> None:
         assert self.board is not None
         outcome = "reused" if result.reused else "asked" if result.analysis is not None else "dropped"
-        verdicts = [Verdict(r.target.name, r.verdict.present if r.verdict else None,
+        verdicts = [TargetView(r.target.name, r.verdict.present if r.verdict else None,
                             r.verdict.confidence if r.verdict else None,
                             r.verdict.description if r.verdict else str(r.error or ""),
                             r.observation(min_conf) is Observation.MATCH) for r in result.targets]

@@ -11,7 +11,7 @@ import pytest
 
 from monitor.config import VlmConfig
 from monitor.console.auth import LoginThrottle, Signer, is_loopback, load_key
-from monitor.console.board import THUMBS_KEPT, Board, Verdict
+from monitor.console.board import THUMBS_KEPT, Board, TargetView
 from monitor.console.feedback import Feedback, Judgement
 from monitor.console.scans import ScanRejected, display_name, scan_targets
 from monitor.metrics import Metrics
@@ -73,8 +73,8 @@ def test_loopback_addresses() -> None:
     assert not any(is_loopback(h) for h in ["0.0.0.0", "::", "192.168.1.5", "example.com"])
 
 
-def v(target: str, present: bool | None, match: bool = False) -> Verdict:
-    return Verdict(target, present, 8 if present is not None else None, "desc", match)
+def v(target: str, present: bool | None, match: bool = False) -> TargetView:
+    return TargetView(target, present, 8 if present is not None else None, "desc", match)
 
 
 def test_board_keeps_last_verdicts_rows_and_few_thumbnails() -> None:

@@ -25,7 +25,7 @@ THUMBS_KEPT = 60
 
 
 @dataclass(frozen=True, slots=True)
-class Verdict:
+class TargetView:
     target: str
     present: bool | None  # None: no verdict (the model could not be asked)
     confidence: int | None
@@ -41,7 +41,7 @@ class Row:
     outcome: str  # asked | reused | dropped
     reason: str | None  # why dropped (a frames_dropped_total reason)
     count: int  # intervals this row stands for (a stream down for a minute is one row)
-    verdicts: tuple[Verdict, ...]
+    verdicts: tuple[TargetView, ...]
 
     def json(self, thumb: bool) -> dict[str, Any]:
         return {"seq": self.seq, "at": self.at, "offset": self.offset, "outcome": self.outcome,
@@ -49,7 +49,7 @@ class Row:
                 "verdicts": [_verdict_json(v) for v in self.verdicts]}
 
 
-def _verdict_json(v: Verdict) -> dict[str, Any]:
+def _verdict_json(v: TargetView) -> dict[str, Any]:
     return {"target": v.target, "present": v.present, "confidence": v.confidence,
             "description": v.description, "match": v.match}
 
@@ -65,7 +65,7 @@ class Camera:
     frame: bytes | None = None  # the JPEG the model judged last
     frame_seq: int = 0
     frame_at: str | None = None
-    last: dict[str, tuple[Verdict, str, bool]] = field(default_factory=dict)  # target -> (v, at, asked)
+    last: dict[str, tuple[TargetView, str, bool]] = field(default_factory=dict)  # target -> (v, at, asked)
     thumbs: dict[int, bytes] = field(default_factory=dict)  # row seq -> JPEG, newest THUMBS_KEPT
     recent: deque[tuple[float, bool]] = field(default_factory=deque)  # (monotonic, asked) last minute
     version: int = 0  # bumped on every change, so a live view sends only what changed
@@ -135,7 +135,7 @@ class Board:
         cam.version += 1
 
     def sample(self, name: str, *, wall: datetime, offset: float, outcome: str, reason: str | None,
-               verdicts: list[Verdict], frame: bytes | None, thumb: bytes | None) -> None:
+               verdicts: list[TargetView], frame: bytes | None, thumb: bytes | None) -> None:
         """A sample the model judged (asked), whose verdicts were reused, or that it could not judge."""
         cam = self.cameras.get(name)
         if cam is None:
