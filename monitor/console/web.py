@@ -82,6 +82,7 @@ class Console:
         self.secure_cookie = secure_cookie
         self.shard = shard  # "I/N" when this replica runs one shard of the streams
         self.throttle = LoginThrottle()
+        self._uploading = 0  # uploads being received now
         self._log = logs.get("monitor.console")
 
     @property
@@ -329,8 +330,8 @@ class Console:
 
     async def _scan_upload(self, request: web.Request) -> web.Response:
         """multipart/form-data: ``video`` (the recording) and one or more ``targets``."""
-        active = sum(s.status in ("queued", "running") for s in self.scans.scans.values())
-        if active >= MAX_QUEUED_SCANS:
+        active = self._uploading + sum(s.status in ("queued", "running") for s in self.scans.scans.values())
+        if active >= MAX_QUEUED_SCANS:  # uploads in progress count: disk use stays bounded
             raise _error(429, f"{active} scans are already queued or running; wait for one to finish")
         limit = int(self.cfg.upload_max_mb * 1e6)
         if request.content_length is not None and request.content_length > limit + 64 * 1024:
@@ -340,6 +341,7 @@ class Console:
         except (AssertionError, ValueError, KeyError):
             raise _error(400, "send multipart/form-data with a `video` file and `targets`") from None
         scan_id, path = await asyncio.to_thread(self.scans.new_folder)
+        self._uploading += 1
         try:
             texts: list[str] = []
             name: str | None = None
@@ -365,6 +367,8 @@ class Console:
         except BaseException:
             await asyncio.to_thread(self.scans.discard, scan_id)
             raise
+        finally:
+            self._uploading -= 1
         scan = self.scans.submit(scan_id, name, targets, duration)
         return _json({"id": scan.id, **scan.summary()}, status=202)
 
