@@ -76,12 +76,17 @@ def resize(frame: Frame, width: int, height: int) -> Frame:
     return frame
 
 
-def clahe_lab(frame: Frame, clip_limit: float = 2.0, tile_grid: int = 8) -> Frame:
-    """Contrast-limited histogram equalisation of the L channel in LAB (colours kept)."""
-    lab = cv2.cvtColor(frame, cv2.COLOR_BGR2LAB)
+def clahe_luma(frame: Frame, clip_limit: float = 2.0, tile_grid: int = 8) -> Frame:
+    """Contrast-limited histogram equalisation of the luma (Y of YCrCb), colours kept.
+
+    The seed equalised L of LAB; Y is the same idea (brightness apart from colour)
+    at a ninth of the conversion cost: 0.26 ms against 2.3 ms at 644x364, most of
+    a sample's preprocessing.
+    """
+    ycc = cv2.cvtColor(frame, cv2.COLOR_BGR2YCrCb)
     clahe = cv2.createCLAHE(clipLimit=clip_limit, tileGridSize=(tile_grid, tile_grid))
-    lab[:, :, 0] = clahe.apply(np.ascontiguousarray(lab[:, :, 0]))
-    return np.asarray(cv2.cvtColor(lab, cv2.COLOR_LAB2BGR), np.uint8)
+    ycc[:, :, 0] = clahe.apply(np.ascontiguousarray(ycc[:, :, 0]))
+    return np.asarray(cv2.cvtColor(ycc, cv2.COLOR_YCrCb2BGR), np.uint8)
 
 
 def prepare(frame: Frame, *, max_pixels: int, clahe: bool = True, clip_limit: float = 2.0,
@@ -101,7 +106,7 @@ def prepare(frame: Frame, *, max_pixels: int, clahe: bool = True, clip_limit: fl
     tw, th = target_size(w, h, max_pixels)
     frame = resize(frame, tw, th)
     if clahe:
-        frame = clahe_lab(frame, clip_limit, tile_grid)
+        frame = clahe_luma(frame, clip_limit, tile_grid)
     ok, buf = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
     if not ok:
         raise ValueError("JPEG encoding failed")

@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from monitor.preprocess import clahe_lab, image_tokens, prepare, target_size
+from monitor.preprocess import clahe_luma, image_tokens, prepare, target_size
 
 BUDGET = 896 * 504
 
@@ -39,7 +39,7 @@ def test_clahe_raises_local_contrast_and_keeps_colour() -> None:
     rng = np.random.default_rng(0)
     dull = (110 + rng.integers(0, 12, (360, 640, 1))).astype(np.uint8).repeat(3, axis=2)
     dull[100:200, 100:200] = (40, 40, 150)  # a dull red patch
-    out = clahe_lab(dull)
+    out = clahe_luma(dull)
     assert out.shape == dull.shape and out.dtype == np.uint8
     assert out[:, 300:].std() > dull[:, 300:].std() * 1.5
     b, g, r = out[150, 150].astype(int)
