@@ -117,6 +117,9 @@ async def test_cameras_events_and_feedback_survive_a_restart(
         url = f"/api/events/{alert['id']}/feedback"
         no_token = await http.post(url, json={"verdict": "false_alarm"})
         assert no_token.status_code == 403  # CSRF: the token is required even on loopback
+        odd = await http.post(url, json={"verdict": "false_alarm"},
+                              headers={b"X-CSRF-Token": "é✓".encode()})  # not ASCII: no crash
+        assert odd.status_code == 403
         headers = await session(http)
         assert (await http.post(url, json={"verdict": "maybe"}, headers=headers)).status_code == 400
         judged = await http.post(url, json={"verdict": "false_alarm"}, headers=headers)

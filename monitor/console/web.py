@@ -13,6 +13,7 @@ the API is open to this machine, and a Host check keeps other sites' pages
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import re
 import time
@@ -128,7 +129,8 @@ class Console:
             raise _error(401, "log in first")
         if request.method not in ("GET", "HEAD"):
             token = request.headers.get("X-CSRF-Token", "")
-            if session is None or token != self.signer.csrf(session):
+            expected = self.signer.csrf(session).encode() if session else b""
+            if session is None or not hmac.compare_digest(token.encode("utf-8", "replace"), expected):
                 raise _error(403, "missing or wrong X-CSRF-Token")
         return await handler(request)
 
