@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
 from monitor.config import ConfigError, load_config, parse_config
+from monitor.passwords import hash_password
 from monitor.urls import redact_url
 from tests.conftest import ROOT, cli
 
@@ -194,3 +196,16 @@ def test_a_sinks_identity_follows_where_it_delivers_not_its_position() -> None:
     named = parse_config(MINIMAL + "alerts:\n  - {type: webhook, name: chat, url: 'https://x/y'}\n",
                          "c", {}).sink_names()
     assert named == ["chat"]
+
+
+def test_the_readmes_config_reference_is_a_valid_config() -> None:
+    """The README's full example stays in step with the schema (a placeholder hash aside)."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    block = readme.split("## Config reference", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    block = re.sub(r'password_hash: "scrypt\$[^"]*"', f'password_hash: "{hash_password("x" * 8, n=2**10)}"',
+                   block)
+    config = parse_config(block, "README.md", {"CAM_PASS": "p", "WEBHOOK_SECRET": "s", "MQTT_PASSWORD": "m",
+                                               "VLM_API_KEY": "k"})
+    assert config.timezone == "Europe/Berlin" and config.server.users[0].name == "ops"
+    target = config.streams[0].targets[2]
+    assert target.zones == ["gate"] and target.verify and len(target.rules()) == 2
