@@ -291,7 +291,11 @@ async def test_hung_cameras_cost_only_their_own_timeout(
             def all_up() -> bool:
                 return all(value(metrics, "stream_up", stream=f"good{i}") == 1 for i in range(4))
 
-            await until(all_up, 20, "the healthy cameras")
+            try:
+                await until(all_up, 20, "the healthy cameras")
+            except AssertionError:
+                assert rtsp.proc is not None and rtsp.proc.poll() is None, "the GStreamer test server died"
+                raise
             # Before, each hung open held a process-wide lock for its whole 8 s timeout.
             assert time.monotonic() - started < 5, time.monotonic() - started
             await asyncio.to_thread(rtsp.kill)

@@ -39,6 +39,9 @@ class Factory(GstRtspServer.RTSPMediaFactory):
         self.valve: Gst.Element | None = None
         self.colour = GREY
         self.set_shared(True)
+        # Once primed, the shared stream stays prepared when its last client leaves: a crowd
+        # of clients preparing it again at once was seen to crash this test server.
+        self.set_stop_on_disconnect(False)
 
     def do_create_element(self, url: object) -> Gst.Element:
         pipeline = Gst.parse_launch(
