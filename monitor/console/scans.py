@@ -270,11 +270,6 @@ class Scans:
                 self.discard(scan.id)
                 del self.scans[scan.id]
 
-    def uploads_bytes(self) -> int:
-        """Disk held by uploads now queued or running, against the upload limit."""
-        return sum(_size(self.directory / s.id / UPLOAD_NAME) for s in self.scans.values()
-                   if s.status in ("queued", "running"))
-
 
 def _size(path: Path) -> int:
     if path.is_file():
