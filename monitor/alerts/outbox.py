@@ -13,7 +13,6 @@ Calls are synchronous and short; the dispatcher runs them in a worker thread.
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from collections.abc import Iterable
@@ -21,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from monitor.alerts.model import Alert
+from monitor.storage import open_sqlite
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (
@@ -72,15 +72,9 @@ class StoredEvent:
 
 class Outbox:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db = open_sqlite(path, SCHEMA)
         self._lock = threading.Lock()
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("PRAGMA foreign_keys=ON")
-            self._db.executescript(SCHEMA)
 
     def close(self) -> None:
         with self._lock:

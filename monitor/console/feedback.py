@@ -10,11 +10,12 @@ worker thread. The streams read each target's latest false alarms from memory
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from monitor.storage import open_sqlite
 
 VERDICTS = ("right", "false_alarm")
 LESSONS_KEPT = 10  # per target, in memory; the prompt takes fewer (pipeline.counter_examples)
@@ -46,13 +47,9 @@ class Judgement:
 
 class Feedback:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db = open_sqlite(path, SCHEMA)
         self._lock = threading.Lock()
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.executescript(SCHEMA)
         # The newest false alarms per (stream, target), in memory: the streams read them for
         # every prompt, so they must not touch the disk.
         self._lessons: dict[tuple[str, str], list[str]] = {}
