@@ -22,7 +22,7 @@ from monitor.alerts.outbox import Outbox
 from monitor.alerts.sinks import make_sinks
 from monitor.alerts.snapshots import Snapshots
 from monitor.config import Config, ConfigError, StreamSettings, load_config
-from monitor.console.auth import is_loopback, load_key
+from monitor.console.auth import load_key
 from monitor.console.board import Board
 from monitor.console.feedback import Feedback
 from monitor.console.scans import Scans
@@ -181,10 +181,6 @@ class Daemon:
         board = scans = feedback = None
         console = None
         if config.console.enabled:
-            if not config.server.users and not is_loopback(config.server.host):
-                raise DaemonError(f"server.listen is {config.server.listen}, off this machine, and "
-                                  f"no server.users are configured: add users (see `vlm-monitor "
-                                  f"hash-password`), listen on 127.0.0.1, or set console.enabled: false")
             board = Board(config.console.recent_samples)
             board.set_streams(_targets(config))
             try:

@@ -8,6 +8,7 @@ logs and connecting for diagnosis both use ``split_url``.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,3 +81,13 @@ def file_path(url: str) -> Path:
     if parts.scheme == "file":
         return Path(unquote(parts.path))
     return Path(url)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding ``host`` keeps the console on this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

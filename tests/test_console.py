@@ -174,9 +174,11 @@ def test_off_loopback_without_users_refuses_to_start(tmp_path: Path, fake_vlm: F
     cfg = tmp_path / "c.yaml"
     cfg.write_text(config_doc(tmp_path, fake_vlm, [{"name": "a", "url": str(clips["empty"]), "targets": [RED]}],
                               server={"listen": "0.0.0.0:0"}))
-    result = cli("run", "--config", str(cfg))
-    assert result.returncode == 2
-    assert result.stderr.count("\n") == 1 and "no server.users" in result.stderr, result.stderr
+    for command in ("run", "check-config"):  # a config error: check-config sees it too
+        args = ["--config", str(cfg)] if command == "run" else [str(cfg)]
+        result = cli(command, *args)
+        assert result.returncode == 2
+        assert result.stderr.count("\n") == 1 and "no server.users" in result.stderr, result.stderr
 
 
 def test_hash_password_reads_stdin_and_check_config_rejects_a_bad_hash(tmp_path: Path) -> None:

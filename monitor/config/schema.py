@@ -16,7 +16,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, fi
 
 from monitor.passwords import parse_hash
 from monitor.schedule import Rule, parse_rule, zone
-from monitor.urls import redact_url
+from monitor.urls import is_loopback, redact_url
 
 DEFAULT_MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
@@ -407,6 +407,14 @@ class Config(_Model):
     def _zone(cls, v: str | None) -> str | None:
         zone(v)
         return v
+
+    @model_validator(mode="after")
+    def _console_needs_users_off_loopback(self) -> Config:
+        if self.console.enabled and not self.server.users and not is_loopback(self.server.host):
+            raise ValueError(f"server.listen is {self.server.listen}, off this machine, and no "
+                             f"server.users are configured: add users (see `vlm-monitor "
+                             f"hash-password`), listen on 127.0.0.1, or set console.enabled: false")
+        return self
 
     def stream_settings(self) -> dict[str, StreamSettings]:
         """Each stream's effective settings, global sections resolved into them.

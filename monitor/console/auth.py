@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import json
 import os
 import secrets
@@ -114,13 +113,3 @@ class LoginThrottle:
 
     def succeeded(self, address: str) -> None:
         self._failures.pop(address, None)
-
-
-def is_loopback(host: str) -> bool:
-    """Whether binding ``host`` keeps the console on this machine."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
