@@ -1,4 +1,4 @@
-"""The model client: one AsyncOpenAI client, a global bound on requests in flight.
+"""The model client: the endpoints' HTTP APIs, a global bound on requests in flight.
 
 vLLM never answers 429: it queues without limit, so back-pressure is ours.
 The semaphore here is the one place that bounds in-flight requests across
@@ -14,14 +14,12 @@ import contextvars
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
-
-import openai
-from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
+from typing import Any
 
 from monitor.config import AUTO_MAX_CONCURRENCY, AUTO_START_CONCURRENCY, EndpointConfig, VlmConfig
 from monitor.limits import AimdLimit
 from monitor.metrics import Metrics
+from monitor.openai_http import ApiConnectionError, ApiError, ApiStatusError, ApiTimeout, OpenAiHttp
 from monitor.verdict import AnswerError, Verdict, build_prompt, parse_answers, response_format
 
 # The endpoint whose slot this task holds (VlmClient.slot), if any.
@@ -124,8 +122,8 @@ class Endpoint:
         # Set by the model watch; True until it learns otherwise, so that scan and probe,
         # which run no watch, use every endpoint.
         self.healthy = True
-        self.client = openai.AsyncOpenAI(base_url=cfg.base_url, api_key=cfg.api_key.get_secret_value(),
-                                         timeout=shared.timeout_seconds, max_retries=shared.max_retries)
+        self.api = OpenAiHttp(cfg.base_url, cfg.api_key.get_secret_value(),
+                              timeout=shared.timeout_seconds, max_retries=shared.max_retries)
         metrics.declare_endpoint(self.name)
         metrics.endpoint_limit.labels(self.name).set(self.limit)
 
@@ -154,7 +152,7 @@ class VlmClient:
 
     async def close(self) -> None:
         for endpoint in self.endpoints:
-            await endpoint.client.close()
+            await endpoint.api.close()
 
     def _pick(self) -> Endpoint | None:
         primaries = [e for e in self.endpoints if not e.fallback]
@@ -226,7 +224,7 @@ class VlmClient:
     async def ask(self, endpoint: Endpoint, jpeg: bytes, targets: Sequence[str]) -> Analysis:
         """``analyze`` on this endpoint, whatever its load (``probe`` asks each in turn)."""
         image_url = "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
-        messages: list[ChatCompletionMessageParam] = [{
+        messages = [{
             "role": "user",
             "content": [
                 {"type": "text", "text": build_prompt(targets)},
@@ -237,33 +235,35 @@ class VlmClient:
         self.metrics.vlm_inflight.inc()
         start = time.perf_counter()
         try:
-            response = await endpoint.client.chat.completions.create(
-                model=endpoint.model,
-                messages=messages,
-                max_tokens=self.cfg.max_tokens,
-                temperature=0.0,
-                response_format=cast(Any, response_format(len(targets))),
-            )
-        except openai.APIError as e:
+            response = await endpoint.api.post("/chat/completions", {
+                "model": endpoint.model,
+                "messages": messages,
+                "max_tokens": self.cfg.max_tokens,
+                "temperature": 0.0,
+                "response_format": response_format(len(targets)),
+            })
+        except ApiError as e:
             raise self._failed(endpoint, _classify(e)) from None
         finally:
             latency = time.perf_counter() - start
             self.metrics.vlm_inflight.dec()
         self.metrics.vlm_duration.observe(latency)
         try:
-            # A proxy's error page comes back as a 200 with HTML: the client hands over a str.
-            if not isinstance(response, ChatCompletion):
+            # A proxy's error page comes back as a 200 with HTML: a str, not a dict.
+            if not isinstance(response, dict):
                 raise AnswerError(f"the server answered with {_what(response)}, not a chat completion")
-            usage = response.usage
-            prompt_tokens = usage.prompt_tokens if usage else 0
-            completion_tokens = usage.completion_tokens if usage else 0
-            if not response.choices:
+            usage = response.get("usage") or {}
+            prompt_tokens = int(usage.get("prompt_tokens") or 0)
+            completion_tokens = int(usage.get("completion_tokens") or 0)
+            if not response.get("choices"):
                 raise AnswerError("no choices in the response")
-            content = response.choices[0].message.content
+            content = response["choices"][0]["message"]["content"]
+            if content is not None and not isinstance(content, str):
+                raise AnswerError(f"the answer is {_what(content)}, not text")
             if content is not None and len(content) > MAX_ANSWER_CHARS:
                 raise AnswerError(f"the answer is {len(content)} characters long")
             verdicts = parse_answers(content, len(targets))
-        except (AnswerError, AttributeError, TypeError, ValueError) as e:
+        except (AnswerError, AttributeError, KeyError, IndexError, TypeError, ValueError) as e:
             raise self._failed(endpoint, BadAnswer(f"model answer not understood: {e}")) from None
         if endpoint.adaptive is not None:
             before, endpoint.limit = endpoint.limit, endpoint.adaptive.update(latency, saturated)
@@ -289,17 +289,15 @@ class VlmClient:
         """Does the server answer, and serve its model? (The first endpoint, if none is named.)"""
         endpoint = endpoint or self.endpoints[0]
         try:
-            page = await endpoint.client.with_options(max_retries=0, timeout=5.0).models.list()
-        except openai.APIError as e:
+            page = await endpoint.api.get("/models", seconds=5.0, retries=0)
+        except ApiError as e:
             status = ServerStatus(False, False, str(_classify(e)))
-        except (AttributeError, TypeError, ValueError):
-            status = NOT_VLLM
         except Exception as e:  # the watch must outlive whatever a server or proxy sends
             status = ServerStatus(False, False, f"model server check failed ({type(e).__name__})")
         else:
             try:
-                served = {str(m.id): getattr(m, "max_model_len", None) for m in page.data}
-            except (AttributeError, TypeError):
+                served = {str(m["id"]): m.get("max_model_len") for m in page["data"]}
+            except (AttributeError, KeyError, TypeError):
                 served = None
             if served is None:
                 status = NOT_VLLM
@@ -315,24 +313,17 @@ class VlmClient:
         return status
 
 
-def _classify(e: openai.APIError) -> VlmError:
-    if isinstance(e, openai.APITimeoutError):
+def _classify(e: ApiError) -> VlmError:
+    if isinstance(e, ApiTimeout):
         return Unavailable("model server timed out", "timeout")
-    if isinstance(e, openai.APIConnectionError):
-        # The cause's class (ConnectError, …) helps; its text may hold the URL, so not that.
-        detail = type(e.__cause__).__name__ if e.__cause__ is not None else ""
-        return Unavailable(
-            "cannot connect to the model server" + (f" ({detail})" if detail else ""),
-            "connection_error")
-    if isinstance(e, openai.APIStatusError):
-        if e.status_code in (401, 403):
+    if isinstance(e, ApiConnectionError):
+        return Unavailable(f"cannot connect to the model server ({e.detail})", "connection_error")
+    if isinstance(e, ApiStatusError):
+        if e.status in (401, 403):
             # The server's own text may echo the key or a realm: say what it means instead.
-            return Rejected(f"model server refused the API key ({e.status_code}): "
-                            "check vlm.api_key")
-        message = error_message(e.body, e.message)
-        if e.status_code >= 500 or e.status_code in (408, 429):
-            return Unavailable(f"model server error {e.status_code}: {message}", "server_error")
-        return Rejected(f"model server refused the request ({e.status_code}): {message}")
-    if isinstance(e, openai.APIResponseValidationError):
-        return BadAnswer("model server sent a malformed response")
-    return VlmError(f"model request failed: {e.__class__.__name__}")
+            return Rejected(f"model server refused the API key ({e.status}): check vlm.api_key")
+        message = error_message(e.body, f"HTTP {e.status}")
+        if e.status >= 500 or e.status in (408, 429):
+            return Unavailable(f"model server error {e.status}: {message}", "server_error")
+        return Rejected(f"model server refused the request ({e.status}): {message}")
+    return BadAnswer(f"model server sent an unusable answer ({e})")

@@ -5,6 +5,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from aiohttp import web
 from prometheus_client import generate_latest
 
 from monitor.config import VlmConfig
@@ -87,6 +88,43 @@ async def test_a_refused_api_key_is_named_without_the_servers_text(fake_vlm: Fak
         await client.analyze(jpeg(True), [RED])
     await client.close()
     assert "401" in str(e.value) and "api_key" in str(e.value) and "Unauthorized" not in str(e.value)
+
+
+async def test_what_no_vllm_would_send_is_an_error_not_a_crash() -> None:
+    """A proxy's 502 page, a 429 that passes on the retry, an endless body, a wrong shape."""
+    answers: list[web.Response] = []
+
+    async def chat(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        return answers.pop(0)
+
+    app = web.Application(client_max_size=1 << 24)
+    app.router.add_post("/v1/chat/completions", chat)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    cfg = VlmConfig(base_url=f"http://127.0.0.1:{port}/v1", max_retries=1)
+    client = VlmClient(cfg, Metrics())
+    try:
+        answers[:] = [web.Response(status=502, text="<html>Bad Gateway</html>") for _ in range(2)]
+        with pytest.raises(Unavailable, match="error 502: HTTP 502"):
+            await client.analyze(jpeg(True), [RED])
+        ok = {"choices": [{"message": {"content": '{"present": true, "confidence": 9, '
+                                                  '"description": "red"}'}}]}
+        answers[:] = [web.Response(status=429, text="slow down"), web.json_response(ok)]
+        assert (await client.analyze(jpeg(True), [RED])).verdicts[0].present
+        answers[:] = [web.Response(body=b"x" * (3 << 20))]
+        with pytest.raises(BadAnswer, match="over 1048576 bytes"):
+            await client.analyze(jpeg(True), [RED])
+        for odd in ({"choices": [{"message": {"content": 7}}]}, {"choices": [{}]}, [1, 2]):
+            answers[:] = [web.json_response(odd)]
+            with pytest.raises(BadAnswer):
+                await client.analyze(jpeg(True), [RED])
+        assert not answers
+    finally:
+        await client.close()
+        await runner.cleanup()
 
 
 @pytest.mark.parametrize("shape", ["nested", "flat"])
