@@ -15,7 +15,7 @@ import yaml
 from monitor.app import Daemon
 from monitor.config import parse_config
 from monitor.metrics import Metrics
-from monitor.sources.capture import LiveReader
+from monitor.sources.capture import LiveReader, open_options
 from tests.conftest import Receiver, free_port
 from tests.fakes.vllm import FakeVLM
 from tests.rtsp import RtspServer
@@ -328,3 +328,40 @@ def test_a_reader_for_a_second_look_keeps_the_camera_size_frame_too() -> None:
         reader.stop()
         reader.join(10)
         server.kill()
+
+
+def test_reads_are_bounded_by_ffmpegs_socket_timeout() -> None:
+    # PyAV's own read timeout takes the GIL on every socket read (issue 11): FFmpeg's is used.
+    assert open_options("rtsp://cam/1", "tcp", 3.0)["timeout"] == "3000000"
+    assert open_options("http://cam/mjpeg", "tcp", 2.5)["rw_timeout"] == "2500000"
+    assert "timeout" not in open_options("http://cam/mjpeg", "tcp")
+
+
+def test_a_frozen_stream_is_noticed_though_its_server_still_sends_rtcp(rtsp: RtspServer) -> None:
+    """The server's RTCP reports keep the socket busy during a freeze, so no single read
+    waits long: the reader must notice the missing frames itself, and resume after."""
+    reports: list[tuple[float, str, str]] = []
+    reader = LiveReader(rtsp.url(), "frozen", interval=1.0, decode="keyframes", frozen_after_s=5.0,
+                        report=lambda kind, detail: reports.append((time.monotonic(), kind, detail)))
+
+    def wait_for(kind: str, within: float) -> float:
+        deadline = time.monotonic() + within
+        while not any(k == kind for _, k, _ in reports):
+            assert time.monotonic() < deadline, f"no {kind!r} within {within} s: {reports}"
+            time.sleep(0.05)
+        return next(t for t, k, _ in reports if k == kind)
+
+    try:
+        reader.start()
+        wait_for("up", 20)
+        rtsp.send("freeze")
+        frozen_at = time.monotonic()
+        down = wait_for("down", 25) - frozen_at
+        assert 5.0 <= down < 20, down
+        assert "frozen" in next(d for _, k, d in reports if k == "down")
+        reports.clear()
+        rtsp.send("thaw")
+        wait_for("up", 20)
+    finally:
+        reader.stop()
+        reader.join(10)

@@ -10,9 +10,15 @@ under one lock: with 100 cameras they came up one a second, and a hung
 camera held up every other open and reconnect by its whole timeout.)
 
 The reader demuxes continuously and keeps only the newest frame: a camera's
-socket and decoder buffers would otherwise hand back frames seconds old. A
-read that times out means the stream is frozen; any failure reopens it with
-capped exponential backoff and jitter.
+socket and decoder buffers would otherwise hand back frames seconds old. No
+frame for ``frozen_after_s`` means the stream is frozen; any failure reopens
+it with capped exponential backoff and jitter.
+
+Reads are bounded by FFmpeg's own socket timeout, not PyAV's read timeout:
+PyAV checks its timeout in an interrupt callback that takes the GIL, and FFmpeg
+calls it on every socket read (two per RTP packet over TCP). With 50 cameras
+that was 23,000 context switches a second and 0.25 CPU-s per camera-minute,
+40% of the capture's cost. PyAV's timeout still bounds the open.
 
 Decoding only keyframes costs ~10x less CPU than every frame, but gives one
 frame per GOP. With PyAV the packets in between are not even handed to the
@@ -67,9 +73,16 @@ class KeyframeProbe:
         return statistics.median(gaps) if gaps else None
 
 
-def open_options(url: str, transport: str) -> dict[str, str]:
+# The longest one socket read waits. A frozen camera may still send RTCP reports
+# (every 2.5-7.5 s): a read waiting longer than that would never time out, and the
+# reader could not notice the freeze. A read that times out is not an error by itself.
+IO_TIMEOUT_S = 3.0
+
+
+def open_options(url: str, transport: str, io_timeout_s: float = IO_TIMEOUT_S) -> dict[str, str]:
     """FFmpeg's options for one camera. Pure."""
     parts = split_url(url)
+    micros = str(round(io_timeout_s * 1_000_000))
     options = {
         # A camera's SDP carries its parameters: a smaller probe than FFmpeg's default
         # (5 MB, 5 s) buffers less per camera before the first frame.
@@ -79,6 +92,9 @@ def open_options(url: str, transport: str) -> dict[str, str]:
     if parts is not None and parts.scheme in ("rtsp", "rtsps"):
         options["rtsp_transport"] = transport
         options["buffer_size"] = "1048576"  # the socket buffer of a UDP session
+        options["timeout"] = micros  # the RTSP demuxer's socket timeout (connect and reads)
+    else:
+        options["rw_timeout"] = micros  # any other protocol's
     return options
 
 
@@ -165,9 +181,10 @@ class LiveReader:
     def _session(self) -> tuple[bool, str]:
         """One connection, until it fails or we stop: (whether it was up, why it ended)."""
         keyframes = self._mode != "all"
+        io_timeout = min(IO_TIMEOUT_S, self.open_timeout_s, self.frozen_after_s)
         try:
-            container = av.open(self.url, options=open_options(self.url, self.transport),
-                                timeout=(self.open_timeout_s, self.frozen_after_s))
+            container = av.open(self.url, options=open_options(self.url, self.transport, io_timeout),
+                                timeout=(self.open_timeout_s, None))
         except (av.FFmpegError, OSError, ValueError):
             # FFmpeg's message holds the URL, credentials and all: never shown.
             return False, "cannot open: " + diagnose(self.url, min(self.open_timeout_s, 5.0))
@@ -183,40 +200,45 @@ class LiveReader:
             probe = None if self._mode else KeyframeProbe(self.interval)
             converted = 0.0
             last_packet = time.monotonic()
-            try:
-                for packet in container.demux(stream):
+            while True:  # each pass resumes the stream after a read that timed out
+                try:
+                    for packet in container.demux(stream):
+                        if self._stop.is_set():
+                            return up, "stopped"
+                        now = last_packet = time.monotonic()
+                        if packet.size == 0 or (keyframes and not packet.is_keyframe):
+                            continue  # keyframes only: the others are not even decoded
+                        try:
+                            frames = packet.decode()
+                        except av.FFmpegError:
+                            continue  # one undecodable packet is not a dead stream
+                        if not frames:
+                            continue
+                        # Convert only when the frame we hold is older than REFRESH_S: a
+                        # third less CPU when every frame is decoded, and still fresh.
+                        if not keyframes and now - converted < self.REFRESH_S:
+                            continue
+                        self._hold(self._convert(frames[-1]), now, frames[-1] if self.keep_full else None)
+                        converted = now
+                        if not up:
+                            up = True
+                            self.report("up", "receiving frames")
+                        if probe is not None and (mode := probe.add(now)) is not None:
+                            gop = probe.keyframe_interval or 0.0
+                            probe, self._mode = None, mode  # decided once: no more per-frame work
+                            self.report("decode", f"{mode} (keyframe every {gop:.1f} s)")
+                            if mode == "all":
+                                return up, SWITCH
+                    return up, "the stream closed or ended"
+                except TimeoutError:
+                    # One read waited IO_TIMEOUT_S: the stream resumes where it was, unless
+                    # nothing came for frozen_after_s.
                     if self._stop.is_set():
                         return up, "stopped"
-                    now = last_packet = time.monotonic()
-                    if packet.size == 0 or (keyframes and not packet.is_keyframe):
-                        continue  # keyframes only: the others are not even decoded
-                    try:
-                        frames = packet.decode()
-                    except av.FFmpegError:
-                        continue  # one undecodable packet is not a dead stream
-                    if not frames:
-                        continue
-                    # Convert only when the frame we hold is older than REFRESH_S: a
-                    # third less CPU when every frame is decoded, and still fresh.
-                    if not keyframes and now - converted < self.REFRESH_S:
-                        continue
-                    self._hold(self._convert(frames[-1]), now, frames[-1] if self.keep_full else None)
-                    converted = now
-                    if not up:
-                        up = True
-                        self.report("up", "receiving frames")
-                    if probe is not None and (mode := probe.add(now)) is not None:
-                        gop = probe.keyframe_interval or 0.0
-                        probe, self._mode = None, mode  # decided once: no more per-frame work
-                        self.report("decode", f"{mode} (keyframe every {gop:.1f} s)")
-                        if mode == "all":
-                            return up, SWITCH
-            except (av.FFmpegError, OSError):
-                # A read that waited out its timeout met a stalled stream; one that failed
-                # at once met a closed connection.
-                if time.monotonic() - last_packet >= self.frozen_after_s * 0.9:
-                    return up, f"no frame for {self.frozen_after_s:g} s (frozen)"
-            return up, "the stream closed or ended"
+                    if time.monotonic() - last_packet >= self.frozen_after_s:
+                        return up, f"no frame for {self.frozen_after_s:g} s (frozen)"
+                except (av.FFmpegError, OSError):
+                    return up, "the stream closed or ended"
         finally:
             container.close()
 
