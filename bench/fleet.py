@@ -188,21 +188,28 @@ def measure(tree: Path, server: RtspServer, fake: FakeVLM, n: int, seconds: floa
                p95_age(m0, m1), (cpu1 - cpu0) / n / minutes, rss / n, (lines1 - lines0) / n / minutes)
 
 
-def served(server: RtspServer, run: Callable[[], T]) -> T:
-    """``run()``, measured again (once) if the test server died under it.
+def served(server: RtspServer, run: Callable[[], T], fair: Callable[[T], bool] = lambda _: True) -> T:
+    """``run()`` against a working test server, measured again (once) if the server broke under it.
 
     gst-rtsp-server aborts now and then when a crowd of clients joins or leaves
-    its shared stream (``gst_rtsp_media_get_rates: assertion failed``); a real
-    camera does not, so such a run measures the test server, not the daemon.
+    its shared stream (``gst_rtsp_media_get_rates: assertion failed``), or stays
+    up but answers nothing usable; a real camera does not, so such a run measures
+    the test server, not the daemon. ``fair(result)``: whether the server served
+    the run at all.
     """
     for attempt in range(2):
-        if server.proc is None or server.proc.poll() is not None:
+        try:
+            if server.proc is None or server.proc.poll() is not None:
+                raise OSError("the test server is not running")
+            server.prime()
+        except (OSError, av.FFmpegError):
+            server.kill()
             server.start()
-        server.prime()
+            server.prime()
         result = run()
-        if server.proc is not None and server.proc.poll() is None:
+        if server.proc is not None and server.proc.poll() is None and fair(result):
             return result
-        print(f"(the test RTSP server died during this run{'; measuring again' if not attempt else ''})",
+        print(f"(the test RTSP server broke during this run{'; measuring again' if not attempt else ''})",
               flush=True)
     return result
 
@@ -320,10 +327,11 @@ def main() -> None:
             rows = []
             for n in counts:
                 row = served(server, partial(measure, tree, server, fake, n, args.seconds, args.warmup,
-                                             tmp / label))
+                                             tmp / label), lambda r: r.up_after > 0)
                 rows.append(row)
                 print(label, row, flush=True)
-            first, back = served(server, partial(hung, tree, server, fake, tmp / label))
+            first, back = served(server, partial(hung, tree, server, fake, tmp / label),
+                                 lambda r: r[0] is not None)
             print(label, f"hung: healthy up after {fmt(first, '.1f')} s, back {fmt(back, '.1f')} s "
                   "after their server returned", flush=True)
             results[label] = {"rows": [r.__dict__ for r in rows], "hung_up_s": first, "hung_back_s": back,
