@@ -253,7 +253,7 @@ def hung(tree: Path, server: RtspServer, fake: FakeVLM, tmp: Path) -> tuple[floa
         time.sleep(5)
         server.start()
         returned = time.monotonic()
-        server.prime()  # the test server dies if a crowd asks for its stream before it is prepared
+        server.prime()  # keeps a client on the stream: without one, the test server aborts under a crowd
         back = wait_up(daemon, healthy, 120)
         back = None if back is None else time.monotonic() - returned
     finally:
