@@ -32,7 +32,7 @@ from __future__ import annotations
 import statistics
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -108,6 +108,10 @@ class Latest:
 
 
 SWITCH = "switch to decoding every frame"
+
+
+class Frozen(Exception):
+    """No packet for frozen_after_s, though the connection is open."""
 
 # What the reader tells its owner, from its own thread: ("up", reason),
 # ("down", reason), ("reconnect", ""), ("decode", description).
@@ -199,48 +203,57 @@ class LiveReader:
                 ctx.skip_frame = "NONKEY"
             probe = None if self._mode else KeyframeProbe(self.interval)
             converted = 0.0
-            last_packet = time.monotonic()
-            while True:  # each pass resumes the stream after a read that timed out
-                try:
-                    for packet in container.demux(stream):
-                        if self._stop.is_set():
-                            return up, "stopped"
-                        now = last_packet = time.monotonic()
-                        if packet.size == 0 or (keyframes and not packet.is_keyframe):
-                            continue  # keyframes only: the others are not even decoded
-                        try:
-                            frames = packet.decode()
-                        except av.FFmpegError:
-                            continue  # one undecodable packet is not a dead stream
-                        if not frames:
-                            continue
-                        # Convert only when the frame we hold is older than REFRESH_S: a
-                        # third less CPU when every frame is decoded, and still fresh.
-                        if not keyframes and now - converted < self.REFRESH_S:
-                            continue
-                        self._hold(self._convert(frames[-1]), now, frames[-1] if self.keep_full else None)
-                        converted = now
-                        if not up:
-                            up = True
-                            self.report("up", "receiving frames")
-                        if probe is not None and (mode := probe.add(now)) is not None:
-                            gop = probe.keyframe_interval or 0.0
-                            probe, self._mode = None, mode  # decided once: no more per-frame work
-                            self.report("decode", f"{mode} (keyframe every {gop:.1f} s)")
-                            if mode == "all":
-                                return up, SWITCH
-                    return up, "the stream closed or ended"
-                except TimeoutError:
-                    # One read waited IO_TIMEOUT_S: the stream resumes where it was, unless
-                    # nothing came for frozen_after_s.
+            try:
+                for packet in self._packets(container, stream):
                     if self._stop.is_set():
                         return up, "stopped"
-                    if time.monotonic() - last_packet >= self.frozen_after_s:
-                        return up, f"no frame for {self.frozen_after_s:g} s (frozen)"
-                except (av.FFmpegError, OSError):
-                    return up, "the stream closed or ended"
+                    now = time.monotonic()
+                    if packet.size == 0 or (keyframes and not packet.is_keyframe):
+                        continue  # keyframes only: the others are not even decoded
+                    try:
+                        frames = packet.decode()
+                    except av.FFmpegError:
+                        continue  # one undecodable packet is not a dead stream
+                    if not frames:
+                        continue
+                    # Convert only when the frame we hold is older than REFRESH_S: a
+                    # third less CPU when every frame is decoded, and still fresh.
+                    if not keyframes and now - converted < self.REFRESH_S:
+                        continue
+                    self._hold(self._convert(frames[-1]), now, frames[-1] if self.keep_full else None)
+                    converted = now
+                    if not up:
+                        up = True
+                        self.report("up", "receiving frames")
+                    if probe is not None and (mode := probe.add(now)) is not None:
+                        gop = probe.keyframe_interval or 0.0
+                        probe, self._mode = None, mode  # decided once: no more per-frame work
+                        self.report("decode", f"{mode} (keyframe every {gop:.1f} s)")
+                        if mode == "all":
+                            return up, SWITCH
+            except Frozen:
+                return up, f"no frame for {self.frozen_after_s:g} s (frozen)"
+            except (av.FFmpegError, OSError):
+                pass
+            return up, "the stream closed or ended"
         finally:
             container.close()
+
+    def _packets(self, container: Any, stream: Any) -> Iterator[Any]:
+        """The stream's packets, the demux resumed after a read that waited IO_TIMEOUT_S.
+        Frozen once none came for frozen_after_s; ends when the stream does or we stop."""
+        last = time.monotonic()
+        while True:
+            try:
+                for packet in container.demux(stream):
+                    last = time.monotonic()
+                    yield packet
+                return
+            except TimeoutError:
+                if self._stop.is_set():
+                    return
+                if time.monotonic() - last >= self.frozen_after_s:
+                    raise Frozen from None
 
     def _convert(self, frame: av.VideoFrame) -> Any:
         if self.scale_to is None:
