@@ -1,8 +1,9 @@
 """The model client: the endpoints' HTTP APIs, a global bound on requests in flight.
 
 vLLM never answers 429: it queues without limit, so back-pressure is ours.
-The semaphore here is the one place that bounds in-flight requests across
-all streams; asyncio wakes its waiters in FIFO order, so no stream starves.
+``VlmClient`` is the one place that bounds in-flight requests across all
+streams, per endpoint; its waiters are woken in arrival order, so no stream
+starves.
 """
 
 from __future__ import annotations
