@@ -22,7 +22,7 @@ from pathlib import Path
 
 from bench.fleet import start_daemon, wait_up
 from monitor import malloc
-from monitor.preprocess import target_size
+from monitor.patches import target_size
 from monitor.sources.capture import LiveReader
 from tests.conftest import ROOT, free_port
 from tests.fakes.vllm import FakeVLM

@@ -30,7 +30,8 @@ from monitor import logs
 from monitor.app import Daemon
 from monitor.config import PreprocessConfig, VlmConfig, parse_config
 from monitor.metrics import Metrics
-from monitor.preprocess import image_tokens, prepare, target_size
+from monitor.patches import image_tokens, target_size
+from monitor.preprocess import prepare
 from monitor.sources.capture import Latest
 from monitor.vlm import VlmClient
 from tests.clips import draw_figure, make_clip, scene

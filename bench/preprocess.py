@@ -21,7 +21,8 @@ import cv2
 import numpy as np
 
 from monitor.config import DEFAULT_MAX_PIXELS
-from monitor.preprocess import image_tokens, prepare, target_size
+from monitor.patches import image_tokens, target_size
+from monitor.preprocess import prepare
 from tests.clips import draw_figure, scene
 
 

@@ -28,11 +28,14 @@ from monitor.console.feedback import Feedback
 from monitor.console.scans import Scans
 from monitor.console.web import Console
 from monitor.http import HttpServer
+from monitor.load import LoopLag, Overload
 from monitor.metrics import Metrics
 from monitor.modelwatch import ModelWatch
 from monitor.shards import Shard
+from monitor.sources.pool import CapturePool, worker_count
 from monitor.stream import Shared, StreamRunner
 from monitor.systemd import Notifier
+from monitor.urls import is_live
 from monitor.vlm import VlmClient
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -158,7 +161,9 @@ class Daemon:
 
     async def _startup(self, stack: AsyncExitStack) -> _Parts:
         config = self.config
-        client = VlmClient(config.vlm, self.metrics)
+        loop_lag = LoopLag(self.metrics)
+        overload = Overload(self.metrics)
+        client = VlmClient(config.vlm, self.metrics, loop_lag)
         stack.push_async_callback(client.close)
         watch = ModelWatch(client)
         state_dir = config.resolved_state_dir()
@@ -199,14 +204,20 @@ class Daemon:
             raise DaemonError(f"cannot listen on {config.server.listen}: "
                               f"{e.strerror or type(e).__name__}") from None
         stack.push_async_callback(self.http.stop)
+        capture = self._capture(config)
+        if capture is not None:
+            stack.callback(capture.close)  # after the streams: they close their cameras first
         tasks = await stack.enter_async_context(asyncio.TaskGroup())
-        background = [tasks.create_task(watch.run(), name="model-watch"),
+        background = [tasks.create_task(loop_lag.run(), name="loop-lag"),
+                      tasks.create_task(overload.run(loop_lag), name="overload"),
+                      tasks.create_task(watch.run(), name="model-watch"),
                       tasks.create_task(dispatcher.run(), name="alerts"),
                       tasks.create_task(self._watchdog(), name="watchdog")]
         if scans is not None:
             background.append(tasks.create_task(scans.run(), name="scans"))
         stack.callback(lambda: [t.cancel() for t in background])  # runs before the group is left
-        parts = _Parts(Shared(client, watch, dispatcher, self.metrics, board, feedback), tasks)
+        parts = _Parts(Shared(client, watch, dispatcher, self.metrics, board, feedback, capture, overload),
+                       tasks)
         for settings in config.stream_settings().values():
             self._start_stream(parts, settings)
         if self.shard is not None:
@@ -218,6 +229,16 @@ class Daemon:
         self.started.set()
         self.notifier.notify("READY=1", f"STATUS=watching {len(config.streams)} stream(s)")
         return parts
+
+    def _capture(self, config: Config) -> CapturePool | None:
+        """The capture workers for the live cameras, if any and if wanted."""
+        live = sum(1 for s in config.streams if is_live(s.url.get_secret_value()))
+        workers = worker_count(config.capture.workers, live)
+        if workers == 0:
+            return None
+        pool = CapturePool(workers, self.metrics).start()
+        self._log.info("capture workers started", workers=workers, cameras=live)
+        return pool
 
     def _console(self, config: Config, state_dir: Path, outbox: Outbox, snapshots: Snapshots | None,
                  client: VlmClient, board: Board) -> tuple[Console, Scans]:

@@ -23,7 +23,8 @@ from monitor import __version__
 
 PREFIX = "vlm_monitor"
 
-VLM_OUTCOMES = ("ok", "bad_answer", "timeout", "connection_error", "server_error", "rejected")
+# "late": the answer's time ran out while the daemon itself could not run (short of CPU).
+VLM_OUTCOMES = ("ok", "bad_answer", "timeout", "connection_error", "server_error", "rejected", "late")
 # Why a sampling interval gave no verdict: the first three at the source, the others at the model.
 DROP_REASONS = ("stale", "stream_down", "no_new_frame", "model_unavailable", "model_error",
                 "off_schedule")
@@ -130,6 +131,26 @@ class Metrics:
             f"{PREFIX}_feedback", "Alerts judged in the console, by verdict (right, false_alarm)",
             ["stream", "target", "verdict"], registry=r)
 
+        # Load: is the daemon itself keeping up?
+        self.loop_lag = Histogram(
+            f"{PREFIX}_event_loop_lag_seconds", "How late the event loop ran a timer: above ~0.1 s "
+            "the daemon is short of CPU", buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=r)
+        self.capture_lag = Histogram(
+            f"{PREFIX}_capture_lag_seconds", "How far a live camera's capture ran behind the camera "
+            "when a sampled frame was decoded", buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30), registry=r)
+        self.capture_bytes = Counter(
+            f"{PREFIX}_capture_received_bytes", "Video bytes received from a live camera", ["stream"],
+            registry=r)
+        self.cameras_behind = Gauge(
+            f"{PREFIX}_cameras_behind", "Live cameras whose samples went stale or whose capture lagged "
+            "in the last 10 s", registry=r)
+        self.capture_workers = Gauge(
+            f"{PREFIX}_capture_workers", "Capture worker processes running", registry=r)
+        self.capture_worker_restarts = Counter(
+            f"{PREFIX}_capture_worker_restarts", "Capture workers started again after they died",
+            registry=r)
+
     def declare_stream(self, stream: str, targets: list[str]) -> None:
         """Create a stream's series at zero, so rate() and absent() work from the start."""
         self.frames_sampled.labels(stream)
@@ -153,7 +174,7 @@ class Metrics:
             series += [(m, (stream,)) for m in (self.frames_sampled, self.intervals,
                                                 self.frames_analysed, self.stream_up,
                                                 self.stream_reconnects, self.frame_age,
-                                                self.verdicts_reused)]
+                                                self.verdicts_reused, self.capture_bytes)]
             series += [(self.frames_dropped, (stream, r)) for r in DROP_REASONS]
         for metric, values in series:
             with contextlib.suppress(KeyError):

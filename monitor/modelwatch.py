@@ -88,6 +88,10 @@ class ModelWatch:
         wake = self._wake[endpoint.name]
         while True:
             status = await self.client.check(endpoint)
+            if status.late and endpoint.healthy:
+                # Our own loop stalled through the check: ask again soon, judge nothing.
+                await asyncio.sleep(1.0)
+                continue
             if status.usable:
                 if not endpoint.healthy:
                     self._log.info("model server ready", endpoint=endpoint.name, model=endpoint.model,

@@ -8,16 +8,14 @@ OpenCV releases the GIL in all of these, so they run well in a thread pool.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
+from monitor.patches import image_tokens, target_size
 from monitor.sources.base import Frame
 from monitor.zones import View, crop
-
-PATCH = 28
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,34 +29,6 @@ class Prepared:
     @property
     def image_tokens(self) -> int:
         return image_tokens(self.width, self.height)
-
-
-def image_tokens(width: int, height: int) -> int:
-    """Qwen2.5-VL's image tokens for an image whose sides are multiples of 28 (+2 markers)."""
-    return (width // PATCH) * (height // PATCH) + 2
-
-
-def target_size(width: int, height: int, max_pixels: int) -> tuple[int, int]:
-    """Sides rounded to multiples of 28, scaled down to at most max_pixels; aspect kept.
-
-    The same rule as Qwen2.5-VL's own ``smart_resize``, so the server resizes nothing.
-    """
-    if width <= 0 or height <= 0:
-        raise ValueError(f"bad frame size {width}x{height}")
-    w = max(PATCH, round(width / PATCH) * PATCH)
-    h = max(PATCH, round(height / PATCH) * PATCH)
-    if w * h > max_pixels:
-        beta = math.sqrt(width * height / max_pixels)
-        # The epsilon keeps 1280/0.7-style exact ratios from flooring one patch short.
-        w = max(PATCH, math.floor(width / beta / PATCH + 1e-9) * PATCH)
-        h = max(PATCH, math.floor(height / beta / PATCH + 1e-9) * PATCH)
-        # Flooring both sides can cost a whole patch row; take it back if it fits
-        # and brings the aspect closer (1920x1080 -> 644x364 rather than 644x336).
-        aspect = width / height
-        for cw, ch in ((w + PATCH, h), (w, h + PATCH)):
-            if cw * ch <= max_pixels and abs(cw / ch - aspect) < abs(w / h - aspect):
-                w, h = cw, ch
-    return w, h
 
 
 def resize(frame: Frame, width: int, height: int) -> Frame:

@@ -25,19 +25,20 @@ from monitor.config import StreamSettings
 from monitor.console.board import THUMB_WIDTH, Board, TargetView
 from monitor.console.feedback import Feedback
 from monitor.detector import Cleared, Detector, Observation, Raised
+from monitor.load import CAPTURE_BEHIND_S, Overload
 from monitor.metrics import Metrics
 from monitor.modelwatch import FailFast, ModelPolicy, ModelWatch, WaitForServer
 from monitor.pipeline import FrameAnalyzer, SampleResult, TargetResult, ordered
-from monitor.preprocess import target_size
 from monitor.scene import SceneGate
 from monitor.schedule import zone
 from monitor.sources.base import Frame, Sample, SourceError
 from monitor.sources.files import file_samples
 from monitor.sources.live import LiveSource, StateChange
+from monitor.sources.pool import CapturePool
 from monitor.urls import is_live
 from monitor.verdict import Box
 from monitor.verify import region, second_look
-from monitor.vlm import BadAnswer, Rejected, Unavailable, VlmClient
+from monitor.vlm import BadAnswer, Late, Rejected, Unavailable, VlmClient
 from monitor.zones import View, area, view_for
 
 
@@ -67,6 +68,8 @@ class Shared:
     metrics: Metrics
     board: Board | None = None  # what the console shows; None when it is off
     feedback: Feedback | None = None  # judged alerts: their false alarms go into the prompts
+    capture: CapturePool | None = None  # the worker processes live cameras are received in
+    overload: Overload | None = None  # which cameras fell behind
 
 
 @dataclass
@@ -96,6 +99,10 @@ class StreamRunner:
         self.metrics = shared.metrics
         self.board = shared.board
         self.feedback = shared.feedback
+        self.capture = shared.capture
+        self.overload = shared.overload
+        self._live: LiveSource | None = None
+        self._received = 0  # bytes the live source had received when last counted
         self.stopping = asyncio.Event()  # set to stop this stream alone
         self.task: asyncio.Task[None] | None = None
         self.failed = False
@@ -171,8 +178,9 @@ class StreamRunner:
             frozen_after_s=cfg.frozen_after_seconds,
             down_alert_after_s=cfg.down_alert_after_seconds, on_change=self._changed,
             # With zones the model sees only their part of the frame: keep enough pixels for it.
-            scale_to=lambda w, h: target_size(w, h, round(settings.preprocess.max_pixels / shown)),
-            keep_full=any(t.verify for t in cfg.targets)))
+            max_pixels=round(settings.preprocess.max_pixels / shown),
+            keep_full=any(t.verify for t in cfg.targets), capture=self.capture))
+        self._live = source
         # Two at once: one frame with the model while the next is prepared.
         return (source.samples(self.stopping, account=self._account),
                 analyzer(FailFast(self.watch), source.newest), 2)
@@ -180,6 +188,12 @@ class StreamRunner:
     def _account(self, dropped: str | None, n: int) -> None:
         """``n`` sampling intervals went by: sampled (None), or dropped at the source, and why."""
         self.metrics.intervals.labels(self.cfg.name).inc(n)
+        if self._live is not None:
+            received = self._live.reader.received
+            self.metrics.capture_bytes.labels(self.cfg.name).inc(max(0, received - self._received))
+            self._received = received
+        if dropped == "stale" and self.overload is not None:
+            self.overload.behind(self.cfg.name, time.monotonic())
         if dropped is not None:
             self.metrics.frames_dropped.labels(self.cfg.name, dropped).inc(n)
             if self.board is not None:
@@ -281,10 +295,19 @@ class StreamRunner:
         elif result.analysis is not None:
             self.metrics.frames_analysed.labels(name).inc()
             self.metrics.frame_age.labels(name).observe(time.monotonic() - sample.captured)
+        elif isinstance(error, Late):
+            reason = "stale"  # the daemon was short of CPU: not the model server's doing
+            self.metrics.frames_dropped.labels(name, reason).inc()
+            if self.overload is not None:
+                self.overload.behind(name, time.monotonic())
         elif error is not None:
             reason = "model_unavailable" if isinstance(error, Unavailable) else "model_error"
             self.metrics.frames_dropped.labels(name, reason).inc()
             self.watch.note(error)
+        if self._live is not None:
+            self.metrics.capture_lag.observe(sample.lag)
+            if sample.lag > CAPTURE_BEHIND_S and self.overload is not None:
+                self.overload.behind(name, time.monotonic())
         if self.board is not None:
             self._show(result, reason, min_conf)
         if result.reused or result.analysis is not None:

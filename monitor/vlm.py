@@ -19,6 +19,7 @@ from typing import Any
 
 from monitor.config import AUTO_MAX_CONCURRENCY, AUTO_START_CONCURRENCY, EndpointConfig, VlmConfig
 from monitor.limits import AimdLimit
+from monitor.load import LoopLag
 from monitor.metrics import Metrics
 from monitor.openai_http import ApiConnectionError, ApiError, ApiStatusError, ApiTimeout, OpenAiHttp
 from monitor.verdict import AnswerError, Verdict, build_prompt, parse_answers, response_format
@@ -43,6 +44,13 @@ class Unavailable(VlmError):
         self.outcome = outcome
 
 
+class Late(VlmError):
+    """The request ran out of time while this daemon's event loop could not run: the
+    daemon is short of CPU, which says nothing about the model server."""
+
+    outcome = "late"
+
+
 class Rejected(VlmError):
     """The server refused the request (4xx: wrong model, bad key, image too large)."""
 
@@ -61,6 +69,7 @@ class ServerStatus:
     serves_model: bool
     reason: str | None  # why it is not usable, in one line
     max_model_len: int | None = None
+    late: bool = False  # the check timed out while our own loop was late: it proves nothing
 
     @property
     def usable(self) -> bool:
@@ -143,9 +152,10 @@ class VlmClient:
     starves another.
     """
 
-    def __init__(self, cfg: VlmConfig, metrics: Metrics) -> None:
+    def __init__(self, cfg: VlmConfig, metrics: Metrics, loop_lag: LoopLag | None = None) -> None:
         self.cfg = cfg
         self.metrics = metrics
+        self.loop_lag = loop_lag  # to tell our own lateness from a slow server
         self.endpoints = [Endpoint(e, cfg, metrics) for e in cfg.resolved_endpoints()]
         self._changed = asyncio.Condition()
         self._waiting = 0  # foreground requests waiting for a slot
@@ -234,7 +244,7 @@ class VlmClient:
         }]
         saturated = endpoint.inflight >= endpoint.limit
         self.metrics.vlm_inflight.inc()
-        start = time.perf_counter()
+        start, began = time.perf_counter(), time.monotonic()
         try:
             response = await endpoint.api.post("/chat/completions", {
                 "model": endpoint.model,
@@ -244,6 +254,9 @@ class VlmClient:
                 "response_format": response_format(len(targets)),
             })
         except ApiError as e:
+            if isinstance(e, ApiTimeout) and self._late(began, self.cfg.timeout_seconds):
+                raise self._failed(endpoint, Late("the daemon was too busy to read the answer in "
+                                                  "time (short of CPU)")) from None
             raise self._failed(endpoint, _classify(e)) from None
         finally:
             latency = time.perf_counter() - start
@@ -277,6 +290,9 @@ class VlmClient:
         return Analysis(verdicts, latency, prompt_tokens, completion_tokens, endpoint.model,
                         endpoint.name)
 
+    def _late(self, began: float, timeout: float) -> bool:
+        return self.loop_lag is not None and self.loop_lag.late_during(began, timeout)
+
     def _count(self, endpoint: Endpoint, outcome: str) -> None:
         self.metrics.vlm_requests.labels(outcome).inc()
         self.metrics.endpoint_requests.labels(endpoint.name, outcome).inc()
@@ -289,10 +305,12 @@ class VlmClient:
     async def check(self, endpoint: Endpoint | None = None) -> ServerStatus:
         """Does the server answer, and serve its model? (The first endpoint, if none is named.)"""
         endpoint = endpoint or self.endpoints[0]
+        began = time.monotonic()
         try:
             page = await endpoint.api.get("/models", seconds=5.0, retries=0)
         except ApiError as e:
-            status = ServerStatus(False, False, str(_classify(e)))
+            late = isinstance(e, ApiTimeout) and self._late(began, 5.0)
+            status = ServerStatus(False, False, str(_classify(e)), late=late)
         except Exception as e:  # the watch must outlive whatever a server or proxy sends
             status = ServerStatus(False, False, f"model server check failed ({type(e).__name__})")
         else:
@@ -310,7 +328,8 @@ class VlmClient:
                 shown = ", ".join(list(served)[:5]) or "none"
                 status = ServerStatus(True, False, f"the server does not serve model "
                                       f"{endpoint.model!r} (it serves: {shown})")
-        self.metrics.endpoint_up.labels(endpoint.name).set(1 if status.usable else 0)
+        if not status.late:
+            self.metrics.endpoint_up.labels(endpoint.name).set(1 if status.usable else 0)
         return status
 
 

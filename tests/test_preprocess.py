@@ -4,7 +4,8 @@ import cv2
 import numpy as np
 import pytest
 
-from monitor.preprocess import clahe_luma, image_tokens, prepare, target_size
+from monitor.patches import image_tokens, target_size
+from monitor.preprocess import clahe_luma, prepare
 
 BUDGET = 896 * 504
 

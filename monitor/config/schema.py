@@ -370,6 +370,14 @@ class ConsoleConfig(_Model):
     scan_concurrency: int = Field(2, ge=1, le=64)
 
 
+class CaptureConfig(_Model):
+    """Where live cameras are received and decoded."""
+
+    # Worker processes, each receiving a group of cameras; auto: one per 25 cameras, at most
+    # two per core; 0: threads of the daemon's own process (they then share its GIL).
+    workers: Literal["auto"] | Annotated[int, Field(ge=0, le=256)] = "auto"
+
+
 class LoggingConfig(_Model):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
@@ -397,6 +405,7 @@ class Config(_Model):
     state_dir: Path | None = None
     snapshots: SnapshotsConfig = SnapshotsConfig()
     console: ConsoleConfig = ConsoleConfig()
+    capture: CaptureConfig = CaptureConfig()
     logging: LoggingConfig = LoggingConfig()
     # On SIGTERM: how long in-flight analysis, then alert delivery, may each take.
     shutdown_grace_seconds: float = Field(10.0, ge=0, le=600)

@@ -26,3 +26,4 @@ class Sample:
     # The frame at the source's own resolution, when it is held smaller (a live camera whose
     # targets take a second look keeps it); converted only when called.
     full: Callable[[], Frame] | None = None
+    lag: float = 0.0  # how far a live camera's capture ran behind the camera (s)

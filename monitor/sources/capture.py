@@ -105,6 +105,7 @@ class Latest:
     wall: datetime
     frame: Frame
     full: Callable[[], Frame] | None = None  # the decoded frame at the camera's size, on demand
+    lag: float = 0.0  # how far the capture ran behind the camera when this frame was decoded (s)
 
 
 SWITCH = "switch to decoding every frame"
@@ -142,6 +143,8 @@ class LiveReader:
         self.frozen_after_s = frozen_after_s
         self.report = report
         self.connected_at: float | None = None  # monotonic time of the very first frame
+        self.received = 0  # bytes of video received, all connections together
+        self.lag = Lag()
         self._latest: Latest | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -203,11 +206,16 @@ class LiveReader:
                 ctx.skip_frame = "NONKEY"
             probe = None if self._mode else KeyframeProbe(self.interval)
             converted = 0.0
+            self.lag.restart()
+            base = float(stream.time_base or 0)
             try:
                 for packet in self._packets(container, stream):
                     if self._stop.is_set():
                         return up, "stopped"
                     now = time.monotonic()
+                    self.received += packet.size
+                    if packet.pts is not None and base:
+                        self.lag.packet(now, packet.pts * base)
                     if packet.size == 0 or (keyframes and not packet.is_keyframe):
                         continue  # keyframes only: the others are not even decoded
                     try:
@@ -263,6 +271,7 @@ class LiveReader:
                               interpolation="AREA").to_ndarray()
 
     def _hold(self, image: Any, now: float, decoded: av.VideoFrame | None = None) -> None:
+        """Hold the newest frame for ``latest()`` (a capture worker writes it to shared memory)."""
         if self.connected_at is None:
             self.connected_at = now
         full = None
@@ -271,4 +280,29 @@ class LiveReader:
                 return np.asarray(decoded.to_ndarray(format="bgr24"), np.uint8)
         with self._lock:
             seq = self._latest.seq + 1 if self._latest else 1
-            self._latest = Latest(seq, now, datetime.now(UTC), np.asarray(image, np.uint8), full)
+            self._latest = Latest(seq, now, datetime.now(UTC), np.asarray(image, np.uint8), full,
+                                  self.lag.seconds)
+
+
+class Lag:
+    """How far a connection's capture runs behind its camera, from packet timestamps. Pure.
+
+    The camera sends in real time, so ``arrival - media time`` is constant while
+    the reader keeps up; it grows by however far the reader falls behind. The
+    smallest difference seen in the connection is the reference (the first
+    packets may come in a burst, or late).
+    """
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._reference: float | None = None
+
+    def restart(self) -> None:
+        self._reference = None
+        self.seconds = 0.0
+
+    def packet(self, arrived: float, media: float) -> None:
+        offset = arrived - media
+        if self._reference is None or offset < self._reference:
+            self._reference = offset
+        self.seconds = offset - self._reference

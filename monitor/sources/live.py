@@ -13,8 +13,11 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Literal
 
+from monitor.patches import target_size
 from monitor.sources.base import Sample
-from monitor.sources.capture import DecodeMode, Latest, LiveReader, Scale
+from monitor.sources.capture import DecodeMode, Latest, LiveReader
+from monitor.sources.pool import CapturePool, RemoteReader
+from monitor.sources.worker import CaptureSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +44,8 @@ class LiveSource:
     def __init__(self, url: str, name: str, *, interval: float, decode: DecodeMode,
                  transport: str, open_timeout_s: float, frozen_after_s: float,
                  down_alert_after_s: float, on_change: Callable[[StateChange], None],
-                 scale_to: Scale | None = None, keep_full: bool = False) -> None:
+                 max_pixels: int | None = None, keep_full: bool = False,
+                 capture: CapturePool | None = None) -> None:
         self.interval = interval
         self._on_change = on_change
         self._availability = Availability(down_alert_after_s)
@@ -50,9 +54,20 @@ class LiveSource:
         self._timer: asyncio.TimerHandle | None = None
         self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.reader = LiveReader(url, name, interval=interval, decode=decode, transport=transport,
-                                 open_timeout_s=open_timeout_s, frozen_after_s=frozen_after_s,
-                                 scale_to=scale_to, report=self._from_thread, keep_full=keep_full)
+        self.reader: LiveReader | RemoteReader
+        if capture is not None and max_pixels is not None and not keep_full:
+            # In a capture worker's process, unless the frame at the camera's own size
+            # is wanted for a second look (it stays where it was decoded).
+            self.reader = capture.reader(CaptureSpec(
+                url, name, interval, decode, transport, open_timeout_s, frozen_after_s, max_pixels),
+                self._from_thread)
+        else:
+            budget = max_pixels
+            self.reader = LiveReader(
+                url, name, interval=interval, decode=decode, transport=transport,
+                open_timeout_s=open_timeout_s, frozen_after_s=frozen_after_s, report=self._from_thread,
+                scale_to=None if budget is None else lambda w, h: target_size(w, h, budget),
+                keep_full=keep_full)
 
     async def __aenter__(self) -> LiveSource:
         self._loop = asyncio.get_running_loop()
@@ -155,7 +170,7 @@ class LiveSource:
         """The frame as a sample; its offset is seconds since the stream first delivered."""
         base = self.reader.connected_at or latest.taken
         return Sample(index, round(latest.taken - base, 3), latest.wall, latest.frame, latest.taken,
-                      latest.full)
+                      latest.full, latest.lag)
 
 
 class Availability:

@@ -1,0 +1,94 @@
+"""One camera's newest frame in shared memory: written by a capture worker, read by the daemon.
+
+A seqlock over one buffer: the writer makes the sequence number odd, writes
+the frame and its header, then makes it even; a reader copies the frame and
+keeps it only if the number was even and unchanged across the copy. The
+writer never waits for a reader, and a reader never sees half a frame. The
+daemon copies a frame only when it samples one (once an interval), so the
+bytes of a camera's other frames never enter its interpreter.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+from monitor.sources.base import Frame
+
+# seq, taken (monotonic: one clock for every process on the host), wall (epoch),
+# connected_at (monotonic, 0 until the first frame), lag (s), received bytes, width, height
+HEADER = struct.Struct("<QddddQII")
+SEQ = struct.Struct("<Q")
+# The largest frame a slot holds: the model's budget is far below it; this bounds a
+# hostile camera's size (a 16k x 16k SPS) to what the capacity allows.
+MAX_PIXELS = 4096 * 2304
+
+
+@dataclass(frozen=True, slots=True)
+class SlotFrame:
+    seq: int
+    taken: float
+    wall: float
+    frame: Frame
+
+
+def capacity(max_pixels: int) -> int:
+    """Bytes of a slot that holds a BGR frame of at most ``max_pixels``."""
+    return HEADER.size + min(max_pixels, MAX_PIXELS) * 3
+
+
+def memory(size: int, name: str) -> tuple[int, mmap.mmap]:
+    """An anonymous shared file (memfd) of ``size`` bytes and its mapping.
+
+    A memfd, not /dev/shm: Docker gives /dev/shm 64 MB, which a hundred cameras
+    would outgrow. Pages are touched only as frames are written.
+    """
+    fd = os.memfd_create(f"vlm-monitor-{name}"[:240], os.MFD_CLOEXEC)
+    os.ftruncate(fd, size)
+    return fd, mmap.mmap(fd, size)
+
+
+class FrameSlot:
+    def __init__(self, buffer: mmap.mmap) -> None:
+        self.buffer = buffer
+        self._last: SlotFrame | None = None
+
+    # The writer's side (one thread of one worker).
+    def write(self, frame: Frame, taken: float, wall: float, connected_at: float, lag: float,
+              received: int) -> bool:
+        """False when the frame does not fit (it is then not held)."""
+        height, width = frame.shape[:2]
+        if HEADER.size + frame.nbytes > len(self.buffer):
+            return False
+        seq = SEQ.unpack_from(self.buffer, 0)[0] | 1  # odd: a write is under way
+        SEQ.pack_into(self.buffer, 0, seq)
+        view = np.frombuffer(self.buffer, np.uint8, frame.nbytes, HEADER.size)
+        view[:] = frame.reshape(-1)
+        del view  # a live export would keep the mapping from being closed
+        HEADER.pack_into(self.buffer, 0, seq + 1, taken, wall, connected_at, lag, received, width, height)
+        return True
+
+    # The reader's side (the daemon).
+    def header(self) -> tuple[int, float, float, float, float, int, int, int]:
+        return HEADER.unpack_from(self.buffer, 0)
+
+    def read(self) -> SlotFrame | None:
+        """The newest whole frame, or None before the first; copied only when it is new."""
+        for _ in range(100):
+            seq, taken, wall, _, _, _, width, height = HEADER.unpack_from(self.buffer, 0)
+            if seq == 0:
+                return None
+            if seq % 2:
+                continue  # being written: the next try sees it done (a copy takes ~0.1 ms)
+            if self._last is not None and self._last.seq == seq:
+                return self._last
+            n = width * height * 3
+            frame = np.frombuffer(self.buffer, np.uint8, n, HEADER.size).reshape(height, width, 3).copy()
+            if SEQ.unpack_from(self.buffer, 0)[0] == seq:
+                self._last = SlotFrame(seq, taken, wall, frame)
+                return self._last
+        return self._last  # a writer far faster than any camera: keep the last whole frame

@@ -1,0 +1,131 @@
+"""A capture worker: a process that owns a group of cameras' readers.
+
+    python -m monitor.sources.worker FD
+
+Started by ``monitor.sources.pool``; FD is its end of a Unix socket pair.
+Every byte a camera sends is received, demuxed and decoded here, outside the
+daemon's interpreter: the daemon's event loop no longer shares a GIL with a
+hundred capture threads. Each camera's newest frame goes to its shared-memory
+slot; only what a camera reports (up, down, reconnect, decode) goes over the
+socket. Commands, from the daemon:
+
+    ("open", id, CaptureSpec)   followed by the slot's file descriptor
+    ("close", id)               answered by ("closed", id) once its thread ended
+    ("quit",)
+
+The worker ignores SIGINT and SIGTERM (a Ctrl-C or systemd's stop reaches the
+whole process group; the daemon decides when capture ends) and exits when the
+daemon's end of the socket closes, so it never outlives the daemon.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from multiprocessing.reduction import recv_handle
+from typing import Any
+
+import av
+
+from monitor.patches import target_size
+from monitor.sources.capture import DecodeMode, LiveReader
+from monitor.sources.slot import MAX_PIXELS, FrameSlot, capacity
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureSpec:
+    """One camera, as a worker opens it (plain data: it crosses the socket)."""
+
+    url: str
+    name: str
+    interval: float
+    decode: DecodeMode
+    transport: str
+    open_timeout_s: float
+    frozen_after_s: float
+    max_pixels: int  # frames are scaled to the model's budget as they are converted
+
+    @property
+    def size(self) -> int:
+        """Bytes of the camera's slot."""
+        return capacity(self.max_pixels)
+
+
+class SlotReader(LiveReader):
+    """A reader whose newest frame goes to a shared-memory slot."""
+
+    def __init__(self, spec: CaptureSpec, buffer: mmap.mmap, report: Any) -> None:
+        budget = min(spec.max_pixels, MAX_PIXELS)
+        super().__init__(spec.url, spec.name, interval=spec.interval, decode=spec.decode,
+                         transport=spec.transport, open_timeout_s=spec.open_timeout_s,
+                         frozen_after_s=spec.frozen_after_s, report=report,
+                         scale_to=lambda w, h: target_size(w, h, budget))
+        self.buffer = buffer
+        self.slot = FrameSlot(buffer)
+        self.received = self.slot.header()[5]  # a restarted worker continues the count
+
+    def _hold(self, image: Any, now: float, decoded: av.VideoFrame | None = None) -> None:
+        if self.connected_at is None:
+            self.connected_at = now
+        if not self.slot.write(image, now, time.time(), self.connected_at, self.lag.seconds,
+                               self.received):
+            self.report("down", "frame larger than its slot")
+
+
+def serve(conn: Connection) -> None:
+    send_lock = threading.Lock()
+    readers: dict[int, SlotReader] = {}
+
+    def send(message: tuple[Any, ...]) -> None:
+        with send_lock, contextlib.suppress(OSError):  # the daemon is gone: the command loop ends
+            conn.send(message)
+
+    def close(ident: int, reader: SlotReader) -> None:
+        reader.stop()
+        reader.join(15.0)
+        reader.buffer.close()
+        send(("closed", ident))
+
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            break
+        if message[0] == "open":
+            _, ident, spec = message
+            fd = recv_handle(conn)
+            buffer = mmap.mmap(fd, spec.size)
+            os.close(fd)
+            reader = SlotReader(spec, buffer,
+                                lambda kind, detail, ident=ident: send(("report", ident, kind, detail)))
+            readers[ident] = reader
+            reader.start()
+        elif message[0] == "close":
+            gone = readers.pop(message[1], None)
+            if gone is not None:
+                threading.Thread(target=close, args=(message[1], gone), daemon=True).start()
+        elif message[0] == "quit":
+            break
+    for reader in readers.values():
+        reader.stop()
+    for reader in readers.values():
+        reader.join(5.0)
+
+
+def main() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    sock = socket.socket(fileno=int(sys.argv[1]))
+    serve(Connection(sock.detach()))
+
+
+if __name__ == "__main__":
+    main()
