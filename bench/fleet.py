@@ -1,19 +1,23 @@
-"""Many cameras, some of them hung: the daemon's capture at 20 to 150 cameras, before and after.
+"""Many cameras at a camera's bitrate: the daemon against plain FFmpeg on the same streams.
 
-    .venv/bin/python -m bench.fleet [--cameras 20,50,100,150] [--seconds 60] [--before REF]
+    .venv/bin/python -m bench.fleet [--profiles sub,720p,1080p,quiet] [--cameras 20]
+        [--seconds 30] [--threads] [--overload 100] [--capacity 20,40,60,80,100]
+        [--before REF] [--hung] [--soak SECONDS]
 
 A real RTSP server (GStreamer, tests/fakes/rtsp_server.py) serves every camera
-one shared, live-encoded 1280x720 25 fps H.264 stream (x264, one encoder, a
-keyframe every second: paced like a camera), the stand-in model answers in
-this process, and the daemon runs as its own process with N cameras. After it
-is up and a warm-up, one measured window reads the daemon's own /proc (CPU,
-RSS) and its /metrics. Then 10 healthy cameras beside 5 hung ones (a socket
-that accepts and never answers), and the RTSP server restarted under them.
+one shared, live-encoded 25 fps H.264 stream with a keyframe every second, at
+a camera's bitrate: SMPTE bars sliding sideways (busy enough that x264 spends
+what it is asked) at 640x360 / 512 kbit/s (a sub-stream), 1280x720 / 2 Mbit/s
+and 1920x1080 / 4 Mbit/s; and, labelled as such, the quiet ball pattern that
+encodes to ~0.2 Mbit/s whatever it is asked. What each camera received is
+printed (the daemon's own byte counter).
 
-``--before REF`` runs the same on the daemon as it was at a git commit (a
-worktree of it, same venv), so both are measured in one run on one machine.
-Before the first run, an independent client (PyAV, counting packets) checks
-that the server gives a crowd of clients their full frame rate.
+Per profile, in the same run: the floor, N plain FFmpeg clients (keyframes
+only, one thread, scaled to the model's 644x364, thrown away), then the daemon
+with N cameras (the stand-in model in this process, 80 ms an answer); CPU and
+PSS of the daemon with every process it started. Then the overload case: more
+720p cameras than two cores take whole, with per-camera fairness, loop lag,
+model-side drops and how fast /healthz and /metrics answer.
 """
 
 from __future__ import annotations
@@ -34,7 +38,6 @@ from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
-import av
 import httpx
 import yaml
 
@@ -46,6 +49,73 @@ T = TypeVar("T")
 
 TICKS = os.sysconf("SC_CLK_TCK")
 TARGET = "a person wearing a red shirt"
+
+
+def tree(pid: int) -> list[int]:
+    """The process and all its descendants (the daemon and its capture workers)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+@dataclass(frozen=True)
+class Usage:
+    """CPU seconds (user, system) and context switches (voluntary, involuntary) of processes."""
+
+    user: float = 0.0
+    system: float = 0.0
+    voluntary: int = 0
+    involuntary: int = 0
+
+    @property
+    def cpu(self) -> float:
+        return self.user + self.system
+
+    def __sub__(self, o: Usage) -> Usage:
+        return Usage(self.user - o.user, self.system - o.system, self.voluntary - o.voluntary,
+                     self.involuntary - o.involuntary)
+
+
+def usage(pids: list[int]) -> Usage:
+    user = system = 0.0
+    vol = invol = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        user += int(fields[11]) / TICKS
+        system += int(fields[12]) / TICKS
+        for line in status.splitlines():
+            if line.startswith("voluntary_ctxt_switches"):
+                vol += int(line.split()[1])
+            elif line.startswith("nonvoluntary_ctxt_switches"):
+                invol += int(line.split()[1])
+    return Usage(user, system, vol, invol)
+
+
+def memory_mb(pids: list[int], key: str = "Pss:") -> float:
+    """Proportional set size of the processes together (shared pages counted once), MB."""
+    kb = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith(key):
+                    kb += int(line.split()[1])
+        except OSError:
+            pass
+    return kb / 1024
 
 
 @dataclass
@@ -63,15 +133,16 @@ class Daemon:
                 out[key] = float(val)
         return out
 
+    def usage(self) -> Usage:
+        return usage(tree(self.proc.pid))
+
     def cpu(self) -> float:
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
+        """CPU seconds of the daemon and every process it started."""
+        return self.usage().cpu
 
     def rss_mb(self) -> float:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return 0.0
+        """Memory of the daemon and every process it started (PSS: shared pages once)."""
+        return memory_mb(tree(self.proc.pid))
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -138,11 +209,11 @@ def wait_up(daemon: Daemon, names: list[str], within: float) -> float | None:
     return None
 
 
-def p95_age(before: dict[str, float], after: dict[str, float]) -> float:
-    """The 95th percentile of frame age in the window, from the histogram's bucket deltas."""
+def quantile(before: dict[str, float], after: dict[str, float], metric: str, q: float) -> float:
+    """A histogram's q-quantile within the window (an upper bucket bound), from bucket deltas."""
     buckets: dict[float, float] = {}
     for key, value in after.items():
-        if key.startswith("vlm_monitor_frame_age_seconds_bucket{"):
+        if key.startswith(f"vlm_monitor_{metric}_bucket{{"):
             le = key.split('le="')[1].split('"')[0]
             bound = float("inf") if le == "+Inf" else float(le)
             buckets[bound] = buckets.get(bound, 0.0) + value - before.get(key, 0.0)
@@ -150,42 +221,182 @@ def p95_age(before: dict[str, float], after: dict[str, float]) -> float:
     if not count:
         return float("nan")
     for bound in sorted(buckets):
-        if buckets[bound] >= 0.95 * count:
+        if buckets[bound] >= q * count:
             return bound
     return float("inf")
+
+
+def p95_age(before: dict[str, float], after: dict[str, float]) -> float:
+    return quantile(before, after, "frame_age_seconds", 0.95)
+
+
+def per_stream(before: dict[str, float], after: dict[str, float], metric: str,
+               names: list[str]) -> list[float]:
+    return [after.get(f'vlm_monitor_{metric}{{stream="{n}"}}', 0.0)
+            - before.get(f'vlm_monitor_{metric}{{stream="{n}"}}', 0.0) for n in names]
+
+
+@dataclass(frozen=True)
+class Profile:
+    label: str
+    size: str
+    bitrate: int | None  # asked of x264, kbit/s; None: what the picture needs
+    pattern: str
+
+
+PROFILES = {
+    "sub": Profile("sub-stream 640x360, 512 kbit/s", "640x360", 512, "smpte"),
+    "720p": Profile("720p, 2 Mbit/s", "1280x720", 2000, "smpte"),
+    "1080p": Profile("1080p, 4 Mbit/s", "1920x1080", 4000, "smpte"),
+    "quiet": Profile("quiet: 720p ball (not a camera's bitrate)", "1280x720", None, "ball"),
+}
 
 
 @dataclass
 class Row:
     cameras: int
-    rss_mb: float
+    workers: str
+    rss_mb: float  # PSS of the daemon and its workers
     up_s: float | None
     up_after: int
     samples_per_s: float
+    judged_ratio: float  # judged / sampling intervals due
+    judged_min: float  # the least-served camera's judged samples in the window
+    judged_mean: float
     p95_age: float
     cpu_per_cam_min: float
+    user_per_cam_min: float
+    sys_per_cam_min: float
+    switches_per_s: float
     rss_per_cam: float
     log_lines_per_cam_min: float
+    kbps: list[float]  # received per camera: min, median, max
+    model_drops_per_s: float  # model_unavailable + model_error
+    stale_per_s: float
+    late_requests: float
+    loop_lag_p99: float
+    capture_lag_p95: float
+    healthz_max_s: float
+    metrics_max_s: float
+    behind_max: float  # the cameras_behind gauge, at its highest in the window
+    overload_lines: int  # "overloaded" / "keeping up again" log lines in the run
+
+
+def poll(daemon: Daemon, stop: threading.Event, out: dict[str, float]) -> None:
+    """Once a second: how long /healthz and /metrics take, and the cameras-behind gauge."""
+    base = f"http://127.0.0.1:{daemon.port}"
+    while not stop.wait(1.0):
+        for path in ("/healthz", "/metrics"):
+            t = time.monotonic()
+            try:
+                r = httpx.get(base + path, timeout=10)
+            except httpx.HTTPError:
+                out[path] = float("inf")
+                continue
+            out[path] = max(out.get(path, 0.0), time.monotonic() - t)
+            if path == "/metrics":
+                for line in r.text.splitlines():
+                    if line.startswith("vlm_monitor_cameras_behind "):
+                        out["behind"] = max(out.get("behind", 0.0), float(line.split()[1]))
 
 
 def measure(tree: Path, server: RtspServer, fake: FakeVLM, n: int, seconds: float, warmup: float,
-            tmp: Path) -> Row:
+            tmp: Path, workers: str | int = "auto") -> Row:
     names = [f"cam{i:03d}" for i in range(n)]
-    daemon = start_daemon(tree, dict.fromkeys(names, server.url()), fake.base_url, tmp / f"s{n}")
+    daemon = start_daemon(tree, dict.fromkeys(names, server.url()), fake.base_url,
+                          tmp / f"s{n}-{workers}", capture={"workers": workers})
+    polled: dict[str, float] = {}
+    stop = threading.Event()
     try:
         up_s = wait_up(daemon, names, 120)
         up_after = up_count(daemon.metrics(), names)
         time.sleep(warmup)
-        m0, cpu0, lines0, t0 = daemon.metrics(), daemon.cpu(), len(daemon.lines), time.monotonic()
+        m0, u0, lines0, t0 = daemon.metrics(), daemon.usage(), len(daemon.lines), time.monotonic()
+        poller = threading.Thread(target=poll, args=(daemon, stop, polled), daemon=True)
+        poller.start()
         time.sleep(seconds)
-        m1, cpu1, lines1, t1 = daemon.metrics(), daemon.cpu(), len(daemon.lines), time.monotonic()
+        stop.set()
+        poller.join()
+        m1, u1, lines1, t1 = daemon.metrics(), daemon.usage(), len(daemon.lines), time.monotonic()
         rss = daemon.rss_mb()
     finally:
+        stop.set()
         daemon.stop()
-    minutes = (t1 - t0) / 60
-    return Row(n, rss, up_s, up_after,
-               (total(m1, "frames_sampled_total") - total(m0, "frames_sampled_total")) / (t1 - t0),
-               p95_age(m0, m1), (cpu1 - cpu0) / n / minutes, rss / n, (lines1 - lines0) / n / minutes)
+    span, minutes = t1 - t0, (t1 - t0) / 60
+    used = u1 - u0
+    judged = [a + r for a, r in zip(per_stream(m0, m1, "frames_analysed_total", names),
+                                    per_stream(m0, m1, "verdicts_reused_total", names), strict=True)]
+    due = sum(per_stream(m0, m1, "sampling_intervals_total", names))
+    kbps = sorted(b * 8 / 1000 / span for b in per_stream(m0, m1, "capture_received_bytes_total", names))
+
+    def dropped(reason: str) -> float:
+        return sum(m1.get(f'vlm_monitor_frames_dropped_total{{stream="{s}",reason="{reason}"}}', 0.0)
+                   - m0.get(f'vlm_monitor_frames_dropped_total{{stream="{s}",reason="{reason}"}}', 0.0)
+                   for s in names)
+
+    late = (m1.get('vlm_monitor_vlm_requests_total{outcome="late"}', 0.0)
+            - m0.get('vlm_monitor_vlm_requests_total{outcome="late"}', 0.0))
+    overload_lines = sum(1 for line in daemon.lines if '"overloaded' in line or "keeping up again" in line)
+    return Row(n, str(workers), rss, up_s, up_after,
+               (total(m1, "frames_sampled_total") - total(m0, "frames_sampled_total")) / span,
+               sum(judged) / due if due else float("nan"), min(judged), sum(judged) / n,
+               p95_age(m0, m1), used.cpu / n / minutes, used.user / n / minutes,
+               used.system / n / minutes, (used.voluntary + used.involuntary) / span, rss / n,
+               (lines1 - lines0) / n / minutes,
+               [kbps[0], kbps[len(kbps) // 2], kbps[-1]] if kbps else [0.0, 0.0, 0.0],
+               (dropped("model_unavailable") + dropped("model_error")) / span, dropped("stale") / span,
+               late, quantile(m0, m1, "event_loop_lag_seconds", 0.99),
+               quantile(m0, m1, "capture_lag_seconds", 0.95), polled.get("/healthz", float("nan")),
+               polled.get("/metrics", float("nan")), polled.get("behind", 0.0), overload_lines)
+
+
+@dataclass
+class Floor:
+    cpu_per_cam_min: float
+    user_per_cam_min: float
+    sys_per_cam_min: float
+    rss_per_cam: float
+
+
+def floor(url: str, n: int, seconds: float, warmup: float) -> Floor:
+    """N plain FFmpeg clients on the stream: keyframes only, one thread, scaled to the model's
+    size, thrown away. What receiving and decoding the cameras costs at the least."""
+    cmd = ["ffmpeg", "-nostdin", "-loglevel", "error", "-rtsp_transport", "tcp", "-threads", "1",
+           "-skip_frame", "nokey", "-i", url, "-vf", "scale=644:364", "-f", "null", "-"]
+    procs = []
+    try:
+        for _ in range(n):
+            procs.append(subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL))
+            time.sleep(0.05)
+        time.sleep(warmup)
+        pids = [p.pid for p in procs]
+        u0, t0 = usage(pids), time.monotonic()
+        time.sleep(seconds)
+        u1, t1 = usage(pids), time.monotonic()
+        rss = memory_mb(pids)
+        if any(p.poll() is not None for p in procs):
+            raise RuntimeError("an ffmpeg client ended during the floor's window")
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+    used, minutes = u1 - u0, (t1 - t0) / 60
+    return Floor(used.cpu / n / minutes, used.user / n / minutes, used.system / n / minutes, rss / n)
+
+
+def capacity(tree: Path, server: RtspServer, fake: FakeVLM, seconds: float, warmup: float,
+             tmp: Path, steps: list[int]) -> tuple[int, list[Row]]:
+    """The most cameras (of ``steps``) at which >= 97% of the samples due were judged."""
+    held, rows = 0, []
+    for n in steps:
+        row = served(server, partial(measure, tree, server, fake, n, seconds, warmup, tmp),
+                     lambda r: r.up_after > 0)
+        rows.append(row)
+        print(f"  capacity: {n} cameras, {row.judged_ratio:.1%} judged", flush=True)
+        if row.judged_ratio < 0.97:
+            break
+        held = n
+    return held, rows
 
 
 def served(server: RtspServer, run: Callable[[], T], fair: Callable[[T], bool] = lambda _: True) -> T:
@@ -259,30 +470,6 @@ def hung(tree: Path, server: RtspServer, fake: FakeVLM, tmp: Path) -> tuple[floa
     return first, back
 
 
-def server_check(url: str, clients: int, seconds: float) -> tuple[float, float]:
-    """Packets per second that each of ``clients`` independent PyAV clients receives: (min, max)."""
-    rates: list[float] = []
-
-    def count() -> None:
-        container = av.open(url, options={"rtsp_transport": "tcp"}, timeout=(10.0, 10.0))
-        stream = container.streams.video[0]
-        n, start = 0, time.monotonic()
-        for _ in container.demux(stream):
-            n += 1
-            if time.monotonic() - start >= seconds:
-                break
-        rates.append(n / (time.monotonic() - start))
-        container.close()
-
-    threads = [threading.Thread(target=count) for _ in range(clients)]
-    for t in threads:
-        t.start()
-        time.sleep(0.02)
-    for t in threads:
-        t.join()
-    return min(rates), max(rates)
-
-
 def before_tree(ref: str, tmp: Path) -> Path:
     path = tmp / "before"
     subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(path), ref],
@@ -296,72 +483,128 @@ def fmt(v: float | None, spec: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--cameras", default="20,50,100,150")
-    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--profiles", default="sub,720p,1080p,quiet")
+    parser.add_argument("--cameras", type=int, default=20, help="cameras per profile (and floor clients)")
+    parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--warmup", type=float, default=10.0)
+    parser.add_argument("--threads", action="store_true",
+                        help="also the daemon with capture in its own process (capture.workers: 0)")
+    parser.add_argument("--overload", type=int, default=100, metavar="N",
+                        help="then N cameras of 720p, more than two cores take whole (0: skip)")
+    parser.add_argument("--capacity", default="", metavar="N,N,...",
+                        help="per profile, step through these camera counts until < 97%% are judged")
     parser.add_argument("--before", metavar="REF", help="also measure the daemon at this git commit")
-    parser.add_argument("--json", metavar="FILE", help="write the rows here too")
+    parser.add_argument("--hung", action="store_true", help="then 10 healthy + 5 hung cameras")
+    parser.add_argument("--json", metavar="FILE", help="write the results here too")
     parser.add_argument("--soak", type=float, default=0.0, metavar="SECONDS",
-                        help="then run 100 cameras this long, RSS once a minute (ours only)")
+                        help="then run 100 sub-stream cameras this long, RSS once a minute")
     args = parser.parse_args()
-    counts = [int(c) for c in args.cameras.split(",")]
     tmp = Path(tempfile.mkdtemp(prefix="fleet-"))
     trees = {"after": ROOT}
     if args.before:
         trees = {"before": before_tree(args.before, tmp), **trees}
     fake = FakeVLM().start()
-    server = RtspServer(free_port(), gop=25, size="1280x720", pattern="ball").start()
-    server.prime()
-    results: dict[str, dict[str, object]] = {}
+    fake.latency = 0.08
+    n = args.cameras
+    results: dict[str, object] = {}
+    table: list[str] = []
     try:
-        lo, hi = server_check(server.url(), min(max(counts), 100), 10.0)
-        print(f"server check: {min(max(counts), 100)} independent clients got {lo:.1f}-{hi:.1f} "
-              "packets/s each (25 frames/s sent)", flush=True)
-        for label, tree in trees.items():
-            # One camera gives the process's own RSS (Python, FFmpeg, OpenCV): the rest is per camera.
-            base = served(server, partial(measure, tree, server, fake, 1, 10.0, 5.0, tmp / label)).rss_mb
-            rows = []
-            for n in counts:
-                row = served(server, partial(measure, tree, server, fake, n, args.seconds, args.warmup,
-                                             tmp / label), lambda r: r.up_after > 0)
-                rows.append(row)
-                print(label, row, flush=True)
-            first, back = served(server, partial(hung, tree, server, fake, tmp / label),
-                                 lambda r: r[0] is not None)
-            print(label, f"hung: healthy up after {fmt(first, '.1f')} s, back {fmt(back, '.1f')} s "
-                  "after their server returned", flush=True)
-            results[label] = {"rows": [r.__dict__ for r in rows], "hung_up_s": first, "hung_back_s": back,
-                              "base_rss_mb": base}
-        if args.soak:
-            results["after"]["soak_rss_mb"] = served(server, partial(soak, ROOT, server, fake, 100, args.soak,
-                                                                      tmp / "soak"))
+        for key in args.profiles.split(","):
+            profile = PROFILES[key]
+            server = RtspServer(free_port(), gop=25, size=profile.size, pattern=profile.pattern,
+                                bitrate=profile.bitrate).start()
+            try:
+                server.prime()
+                base = floor(server.url(), n, args.seconds, args.warmup)
+                print(key, "floor", base, flush=True)
+                runs: dict[str, Row] = {}
+                for label, tree in trees.items():
+                    runs[label] = served(server, partial(measure, tree, server, fake, n, args.seconds,
+                                                         args.warmup, tmp / label),
+                                         lambda r: r.up_after > 0)
+                    print(key, label, runs[label], flush=True)
+                if args.threads:
+                    runs["threads"] = served(server, partial(measure, ROOT, server, fake, n, args.seconds,
+                                                             args.warmup, tmp / "threads", 0),
+                                             lambda r: r.up_after > 0)
+                    print(key, "threads", runs["threads"], flush=True)
+                held = None
+                if args.capacity:
+                    held, _ = capacity(ROOT, server, fake, args.seconds, args.warmup, tmp / "cap",
+                                       [int(c) for c in args.capacity.split(",")])
+                for label, r in runs.items():
+                    cap = held if held is not None and label == "after" else "-"
+                    table.append(
+                        f"| {profile.label} | {label} | {r.kbps[0]:.0f} / {r.kbps[1]:.0f} / {r.kbps[2]:.0f} "
+                        f"| {base.cpu_per_cam_min:.3f} | {r.cpu_per_cam_min:.3f} "
+                        f"| **{r.cpu_per_cam_min / base.cpu_per_cam_min:.2f}x** "
+                        f"| {r.user_per_cam_min:.2f} / {r.sys_per_cam_min:.2f} "
+                        f"(floor {base.user_per_cam_min:.2f} / {base.sys_per_cam_min:.2f}) "
+                        f"| {r.switches_per_s:,.0f} | {r.rss_per_cam:.1f} MB "
+                        f"| {r.judged_ratio:.1%} | {cap} |")
+                results[key] = {"floor": base.__dict__, "runs": {k: v.__dict__ for k, v in runs.items()},
+                                "capacity": held}
+            finally:
+                server.kill()
+        over: Row | None = None
+        if args.overload:
+            profile = PROFILES["720p"]
+            server = RtspServer(free_port(), gop=25, size=profile.size, pattern=profile.pattern,
+                                bitrate=profile.bitrate).start()
+            try:
+                over = served(server, partial(measure, ROOT, server, fake, args.overload, args.seconds * 2,
+                                              args.warmup, tmp / "overload"), lambda r: r.up_after > 0)
+                print("overload", over, flush=True)
+                results["overload"] = over.__dict__
+            finally:
+                server.kill()
+        if args.hung or args.soak:
+            server = RtspServer(free_port(), gop=25, size="640x360", pattern="smpte", bitrate=512).start()
+            try:
+                if args.hung:
+                    first, back = served(server, partial(hung, ROOT, server, fake, tmp / "hung"),
+                                         lambda r: r[0] is not None)
+                    print(f"10 healthy + 5 hung cameras: healthy up after {fmt(first, '.1f')} s, back "
+                          f"{fmt(back, '.1f')} s after their server returned", flush=True)
+                if args.soak:
+                    results["soak_rss_mb"] = served(server, partial(soak, ROOT, server, fake, 100, args.soak,
+                                                                    tmp / "soak"))
+            finally:
+                server.kill()
     finally:
-        server.kill()
         fake.stop()
         if args.before:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force",
                             str(tmp / "before")], capture_output=True)
         shutil.rmtree(tmp, ignore_errors=True)
     print()
-    print(f"1280x720 H.264, keyframe every 1 s, one shared live-encoded RTSP stream; {args.seconds:g} s "
-          "measured after all up and a warm-up")
-    head = ("| daemon | cameras | all up after | samples/s | p95 frame age | CPU-s per camera-min "
-            "| RSS per camera (all / above 1 camera) | log lines per camera-min |")
-    print(head)
-    print("|" + "---|" * 8)
-    for label, res in results.items():
-        for r in res["rows"]:  # type: ignore[attr-defined]
-            up = f"{r['up_s']:.1f} s" if r["up_s"] is not None else f"{r['up_after']}/{r['cameras']} in 120 s"
-            marginal = (r["rss_mb"] - res["base_rss_mb"]) / max(1, r["cameras"] - 1)  # type: ignore[operator]
-            print(f"| {label} | {r['cameras']} | {up} | {r['samples_per_s']:.1f} of {r['cameras']} "
-                  f"| {r['p95_age']:g} s | {r['cpu_per_cam_min']:.2f} | {r['rss_per_cam']:.1f} / "
-                  f"{marginal:.1f} MB | {r['log_lines_per_cam_min']:.2f} |")
-    for label, res in results.items():
-        print(f"{label}: 10 healthy + 5 hung cameras: healthy up after {fmt(res['hung_up_s'], '.1f')} s "  # type: ignore[arg-type]
-              f"(back {fmt(res['hung_back_s'], '.1f')} s after their server restarted)")  # type: ignore[arg-type]
-    if "soak_rss_mb" in results.get("after", {}):
-        print("after: RSS of 100 cameras, once a minute:",
-              ", ".join(f"{v:.0f}" for v in results["after"]["soak_rss_mb"]), "MB")  # type: ignore[attr-defined]
+    print(f"{n} cameras per profile, one shared live-encoded H.264 stream, 25 fps, a keyframe every "
+          f"second; stand-in model at 80 ms; {args.seconds:g} s measured after all up and "
+          f"{args.warmup:g} s; CPU and PSS of the daemon with its capture workers")
+    print("| profile | daemon | received kbit/s per camera (min / median / max) | floor: FFmpeg "
+          "CPU-s per camera-min | daemon CPU-s per camera-min | ratio | user / sys | switches/s "
+          "| PSS per camera | judged | cameras held at ≥ 97% |")
+    print("|" + "---|" * 11)
+    for line in table:
+        print(line)
+    if over is not None:
+        print()
+        print(f"Overload: {over.cameras} cameras of 720p at 2 Mbit/s on this machine "
+              f"({args.seconds * 2:g} s window)")
+        print("| judged/s (of due) | least-served camera (judged / mean) | model-side drops/s | late "
+              "requests | stale/s | loop lag p99 | capture lag p95 | /healthz max | /metrics max "
+              "| cameras behind (max) | overload log lines |")
+        print("|" + "---|" * 11)
+        due = over.samples_per_s / over.judged_ratio if over.judged_ratio else float("nan")
+        print(f"| {over.judged_mean * over.cameras / (args.seconds * 2):.1f} ({due:.0f}) "
+              f"| {over.judged_min:.0f} / {over.judged_mean:.1f} "
+              f"({over.judged_min / over.judged_mean if over.judged_mean else 0:.2f}) "
+              f"| {over.model_drops_per_s:.2f} | {over.late_requests:.0f} | {over.stale_per_s:.1f} "
+              f"| {over.loop_lag_p99:g} s | {over.capture_lag_p95:g} s | {over.healthz_max_s:.3f} s "
+              f"| {over.metrics_max_s:.3f} s | {over.behind_max:.0f} | {over.overload_lines} |")
+    if "soak_rss_mb" in results:
+        print("RSS of 100 sub-stream cameras, once a minute:",
+              ", ".join(f"{v:.0f}" for v in results["soak_rss_mb"]), "MB")  # type: ignore[attr-defined]
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
 

@@ -99,8 +99,11 @@ class ModelWatch:
                 self._set(endpoint, True, None)
                 last_reason, attempt = None, 0
                 wake.clear()
+                # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancellation
+                # that arrives as the event is set, and the watch then never ends.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), self.RECHECK_S)
+                    async with asyncio.timeout(self.RECHECK_S):
+                        await wake.wait()
                 continue
             self._set(endpoint, False, status.reason)
             if status.reachable and not status.serves_model:

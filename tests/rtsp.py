@@ -12,9 +12,12 @@ SYSTEM_PYTHON = "/usr/bin/python3"
 
 class RtspServer:
     def __init__(self, port: int, *, user: str | None = None, password: str | None = None,
-                 gop: int = 25, size: str = "640x360", pattern: str = "solid-color") -> None:
+                 gop: int = 25, size: str = "640x360", pattern: str = "solid-color",
+                 bitrate: int | None = None) -> None:
         self.port = port
         self.args = [str(port), "--gop", str(gop), "--size", size, "--pattern", pattern]
+        if bitrate:
+            self.args += ["--bitrate", str(bitrate)]
         if user:
             self.args += ["--user", user, "--password", password or ""]
         self.proc: subprocess.Popen[str] | None = None

@@ -35,6 +35,7 @@ from typing import Any
 
 import av
 
+from monitor import malloc
 from monitor.patches import target_size
 from monitor.sources.capture import DecodeMode, LiveReader
 from monitor.sources.slot import MAX_PIXELS, FrameSlot, capacity
@@ -123,6 +124,7 @@ def serve(conn: Connection) -> None:
 def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    malloc.tune()  # before the first capture thread (see monitor.malloc)
     sock = socket.socket(fileno=int(sys.argv[1]))
     serve(Connection(sock.detach()))
 

@@ -3,7 +3,8 @@
 Run with the system Python, which has the GObject bindings:
 
     /usr/bin/python3 tests/fakes/rtsp_server.py PORT [--user U --password P] [--gop N]
-                                               [--size WxH] [--pattern ball]
+                                               [--size WxH] [--pattern ball|smpte]
+                                               [--bitrate KBITS]
 
 It serves ``/live``: a 640x360 25 fps H.264 stream (x264, zerolatency, one
 keyframe every N frames) of a grey scene. Commands on stdin, one per line:
@@ -30,9 +31,11 @@ RED = 0xFFC81E1E
 
 
 class Factory(GstRtspServer.RTSPMediaFactory):
-    def __init__(self, gop: int, size: str = "640x360", pattern: str = "solid-color") -> None:
+    def __init__(self, gop: int, size: str = "640x360", pattern: str = "solid-color",
+                 bitrate: int | None = None) -> None:
         super().__init__()
         self.gop = gop
+        self.bitrate = bitrate
         self.width, self.height = (int(v) for v in size.split("x"))
         self.pattern = pattern
         self.source: Gst.Element | None = None
@@ -44,13 +47,17 @@ class Factory(GstRtspServer.RTSPMediaFactory):
         self.set_stop_on_disconnect(False)
 
     def do_create_element(self, url: object) -> Gst.Element:
+        # A flat or slow picture encodes to a fraction of any bitrate asked for (the ball:
+        # ~0.19 Mbit/s); SMPTE bars sliding sideways are busy enough to use what is asked.
+        moving = "horizontal-speed=4 " if self.pattern == "smpte" else ""
+        bitrate = self.bitrate or max(800, self.width * self.height * 25 // 10000)
         pipeline = Gst.parse_launch(
-            f"videotestsrc name=src is-live=true pattern={self.pattern} "
+            f"videotestsrc name=src is-live=true pattern={self.pattern} {moving}"
             f"foreground-color={self.colour} "
             f"! video/x-raw,width={self.width},height={self.height},framerate=25/1 "
             "! valve name=valve drop=false "
             f"! x264enc tune=zerolatency speed-preset=ultrafast key-int-max={self.gop} "
-            f"bitrate={max(800, self.width * self.height * 25 // 10000)} "
+            f"bitrate={bitrate} "
             "! rtph264pay name=pay0 pt=96 config-interval=1")
         self.source = pipeline.get_by_name("src")
         self.valve = pipeline.get_by_name("valve")
@@ -64,14 +71,16 @@ def main() -> None:
     parser.add_argument("--password")
     parser.add_argument("--gop", type=int, default=25)
     parser.add_argument("--size", default="640x360")
-    parser.add_argument("--pattern", default="solid-color", help="videotestsrc pattern, e.g. ball")
+    parser.add_argument("--pattern", default="solid-color",
+                        help="videotestsrc pattern, e.g. ball, or smpte (then moving)")
+    parser.add_argument("--bitrate", type=int, help="x264's target, kbit/s")
     args = parser.parse_args()
 
     Gst.init(None)
     server = GstRtspServer.RTSPServer()
     server.set_address("127.0.0.1")
     server.set_service(str(args.port))
-    factory = Factory(args.gop, args.size, args.pattern)
+    factory = Factory(args.gop, args.size, args.pattern, args.bitrate)
     if args.user:
         auth = GstRtspServer.RTSPAuth()
         token = GstRtspServer.RTSPToken()
