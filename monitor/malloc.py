@@ -21,8 +21,9 @@ M_MMAP_THRESHOLD = -3
 M_ARENA_MAX = -8
 
 
-def tune() -> bool:
-    """Two arenas; blocks of 128 KiB and more always mmapped (and so returned when freed).
+def tune(mmap_threshold: int | None = 128 * 1024) -> bool:
+    """Two arenas; blocks of ``mmap_threshold`` and more always mmapped (and so returned
+    when freed); None leaves glibc's own threshold.
 
     Call before any thread starts. Returns False where the C library is not glibc.
     """
@@ -34,5 +35,7 @@ def tune() -> bool:
     if mallopt is None:
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    if not mallopt(M_ARENA_MAX, 2):
+        return False
     # Setting the threshold also turns off glibc's dynamic raising of it.
-    return bool(mallopt(M_ARENA_MAX, 2)) and bool(mallopt(M_MMAP_THRESHOLD, 128 * 1024))
+    return mmap_threshold is None or bool(mallopt(M_MMAP_THRESHOLD, mmap_threshold))
