@@ -41,6 +41,7 @@ from typing import TypeVar
 import httpx
 import yaml
 
+from monitor.metrics import DROP_REASONS
 from tests.conftest import ROOT, free_port
 from tests.fakes.vllm import FakeVLM
 from tests.rtsp import RtspServer
@@ -274,6 +275,7 @@ class Row:
     kbps: list[float]  # received per camera: min, median, max
     model_drops_per_s: float  # model_unavailable + model_error
     stale_per_s: float
+    drops_per_s: dict[str, float]  # by reason
     late_requests: float
     loop_lag_p99: float
     capture_lag_p95: float
@@ -333,8 +335,9 @@ def measure(tree: Path, server: RtspServer, fake: FakeVLM, n: int, seconds: floa
     kbps = sorted(b * 8 / 1000 / span for b in per_stream(m0, m1, "capture_received_bytes_total", names))
 
     def dropped(reason: str) -> float:
-        return sum(m1.get(f'vlm_monitor_frames_dropped_total{{stream="{s}",reason="{reason}"}}', 0.0)
-                   - m0.get(f'vlm_monitor_frames_dropped_total{{stream="{s}",reason="{reason}"}}', 0.0)
+        # The exposition sorts labels by name: reason before stream.
+        return sum(m1.get(f'vlm_monitor_frames_dropped_total{{reason="{reason}",stream="{s}"}}', 0.0)
+                   - m0.get(f'vlm_monitor_frames_dropped_total{{reason="{reason}",stream="{s}"}}', 0.0)
                    for s in names)
 
     late = (m1.get('vlm_monitor_vlm_requests_total{outcome="late"}', 0.0)
@@ -349,6 +352,7 @@ def measure(tree: Path, server: RtspServer, fake: FakeVLM, n: int, seconds: floa
                (lines1 - lines0) / n / minutes,
                [kbps[0], kbps[len(kbps) // 2], kbps[-1]] if kbps else [0.0, 0.0, 0.0],
                (dropped("model_unavailable") + dropped("model_error")) / span, dropped("stale") / span,
+               {r: round(dropped(r) / span, 2) for r in DROP_REASONS if dropped(r)},
                late, quantile(m0, m1, "event_loop_lag_seconds", 0.99),
                quantile(m0, m1, "capture_lag_seconds", 0.95), polled.get("/healthz", float("nan")),
                polled.get("/metrics", float("nan")), polled.get("behind", 0.0), overload_lines)
@@ -607,6 +611,8 @@ def main() -> None:
               f"| {over.model_drops_per_s:.2f} | {over.late_requests:.0f} | {over.stale_per_s:.1f} "
               f"| {over.loop_lag_p99:g} s | {over.capture_lag_p95:g} s | {over.healthz_max_s:.3f} s "
               f"| {over.metrics_max_s:.3f} s | {over.behind_max:.0f} | {over.overload_lines} |")
+        print(f"Intervals not judged, per second, by reason: {over.drops_per_s}; CPU-s per camera-minute "
+              f"{over.cpu_per_cam_min:.2f} ({over.main_per_cam_min:.2f} in the daemon's process)")
     if "soak_rss_mb" in results:
         print("RSS of 100 sub-stream cameras, once a minute:",
               ", ".join(f"{v:.0f}" for v in results["soak_rss_mb"]), "MB")  # type: ignore[attr-defined]

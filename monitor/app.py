@@ -16,7 +16,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-from monitor import __version__, logs
+from monitor import __version__, logs, malloc
 from monitor.alerts.dispatch import Dispatcher
 from monitor.alerts.outbox import Outbox
 from monitor.alerts.sinks import make_sinks
@@ -235,6 +235,8 @@ class Daemon:
         live = sum(1 for s in config.streams if is_live(s.url.get_secret_value()))
         workers = worker_count(config.capture.workers, live)
         if workers == 0:
+            if live:
+                malloc.tune()  # capture threads here: keep their big buffers out of the arenas
             return None
         pool = CapturePool(workers, self.metrics).start()
         self._log.info("capture workers started", workers=workers, cameras=live)

@@ -276,7 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    malloc.tune()  # before any thread: a hundred capture threads fragment glibc's arenas
+    # Two arenas, before any thread (see monitor.malloc); the fixed mmap threshold only
+    # where capture threads run in this process (Daemon._capture).
+    malloc.tune(mmap_threshold=None)
     # Frames and streams are already processed in parallel by our worker threads;
     # OpenCV's own thread pool on top only adds CPU (measured: one decoder thread per stream
     # costs the least CPU-seconds per stream-minute; more threads only lower wall time).
