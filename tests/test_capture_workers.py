@@ -94,9 +94,10 @@ def test_capture_lag_is_how_far_arrival_falls_behind_media_time() -> None:
 def test_worker_count() -> None:
     assert worker_count("auto", 0, cpus=2) == 0  # recordings only: no workers
     assert worker_count("auto", 1, cpus=2) == 1
-    assert worker_count("auto", 25, cpus=2) == 1
-    assert worker_count("auto", 26, cpus=2) == 2
-    assert worker_count("auto", 100, cpus=2) == 4
+    assert worker_count("auto", 50, cpus=2) == 1
+    assert worker_count("auto", 51, cpus=2) == 2
+    assert worker_count("auto", 100, cpus=2) == 2
+    assert worker_count("auto", 200, cpus=2) == 4
     assert worker_count("auto", 1000, cpus=2) == 4  # at most two per core
     assert worker_count(0, 100, cpus=2) == 0
     assert worker_count(3, 10, cpus=2) == 3

@@ -373,7 +373,7 @@ class ConsoleConfig(_Model):
 class CaptureConfig(_Model):
     """Where live cameras are received and decoded."""
 
-    # Worker processes, each receiving a group of cameras; auto: one per 25 cameras, at most
+    # Worker processes, each receiving a group of cameras; auto: one per 50 cameras, at most
     # two per core; 0: threads of the daemon's own process (they then share its GIL).
     workers: Literal["auto"] | Annotated[int, Field(ge=0, le=256)] = "auto"
 
