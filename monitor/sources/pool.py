@@ -119,7 +119,7 @@ class Worker:
         ours, theirs = socket.socketpair()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "monitor.sources.worker", str(theirs.fileno())],
-            pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, start_new_session=False)
+            pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL)
         theirs.close()
         self.conn = Connection(ours.detach())
         self.started = time.monotonic()
@@ -175,9 +175,6 @@ class CapturePool:
         self._ids = itertools.count(1)
         self._closing = False
         self._stop = threading.Event()
-
-    def __len__(self) -> int:
-        return len(self.workers)
 
     def start(self) -> CapturePool:
         for worker in self.workers:
@@ -249,6 +246,3 @@ class CapturePool:
             for reader in list(worker.cameras.values()):
                 reader.closed.set()
                 reader.release()
-
-
-
