@@ -402,7 +402,10 @@ def capacity(tree: Path, server: RtspServer, fake: FakeVLM, seconds: float, warm
         row = served(server, partial(measure, tree, server, fake, n, seconds, warmup, tmp),
                      lambda r: r.up_after > 0)
         rows.append(row)
-        print(f"  capacity: {n} cameras, {row.judged_ratio:.1%} judged", flush=True)
+        print(f"  capacity: {n} cameras: all up after {fmt(row.up_s, '.1f')} s, {row.samples_per_s:.1f} "
+              f"samples/s, {row.judged_ratio:.1%} judged, p95 frame age {row.p95_age:g} s, "
+              f"PSS {row.rss_per_cam:.1f} MB per camera, {row.cpu_per_cam_min:.2f} CPU-s per "
+              f"camera-minute", flush=True)
         if row.judged_ratio < 0.97:
             break
         held = n
