@@ -75,9 +75,6 @@ class Overload:
         """This camera dropped a sample as stale, or its capture lags the camera."""
         self._behind[stream] = now
 
-    def forget(self, stream: str) -> None:
-        self._behind.pop(stream, None)
-
     def check(self, now: float, loop_lag: float) -> str | None:
         """The change, if any: "overloaded" or "recovered"."""
         for stream in [s for s, t in self._behind.items() if now - t > BEHIND_WINDOW_S]:
