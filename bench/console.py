@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.console [--cameras 50] [--seconds 60]
 
 The same set-up as bench/fleet.py (a real RTSP server serving one live-encoded
-1280x720 stream to every camera, the stand-in model, the daemon as its own
+1280x720 stream at 2 Mbit/s (a camera's bitrate) to every camera, the stand-in model, the daemon as its own
 process), run twice: with the console off (``console.enabled: false``: no
 thumbnails, no board), then with it on, measured in two windows, first with no
 browser open, then with two headless Chromium pages (Debian's, driven by
@@ -63,7 +63,7 @@ def main() -> None:
     names = [f"cam{i:03d}" for i in range(n)]
     tmp = Path(tempfile.mkdtemp(prefix="console-bench-"))
     fake = FakeVLM().start()
-    server = RtspServer(free_port(), gop=25, size="1280x720", pattern="ball").start()
+    server = RtspServer(free_port(), gop=25, size="1280x720", pattern="smpte", bitrate=2000).start()
     server.prime()
     # label -> [CPU-s, samples, seconds], summed over its windows
     sums: dict[str, list[float]] = {}

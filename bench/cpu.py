@@ -3,9 +3,9 @@ and context switches, at N cameras (issue 11's open question).
 
     .venv/bin/python -m bench.cpu [--cameras 50] [--seconds 30]
 
-The same RTSP server as bench/fleet.py (one live-encoded 1280x720 stream for
+The same RTSP server as bench/fleet.py (one live-encoded 1280x720 stream at 2 Mbit/s for
 every camera). First N ``LiveReader``s alone in this process (keyframes, held
-at 644x364, glibc tuned as the daemon does), then the daemon with N cameras
+at 644x364, glibc tuned as the capture workers do), then the daemon with N cameras
 (the stand-in model in this process); each measured over one window after a
 warm-up, from /proc and getrusage.
 """
@@ -72,20 +72,16 @@ def daemon(url: str, model: str, n: int, warmup: float, seconds: float) -> str:
     names = [f"cam{i:03d}" for i in range(n)]
     d = start_daemon(ROOT, dict.fromkeys(names, url), model, Path(tempfile.mkdtemp(prefix="cpu-")))
 
-    def times() -> tuple[float, float]:
-        fields = Path(f"/proc/{d.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return int(fields[11]) / TICKS, int(fields[12]) / TICKS
-
     try:
         if wait_up(d, names, 120) is None:
             raise RuntimeError("not all cameras came up")
         time.sleep(warmup)
-        (u0, s0), v0 = times(), switches(d.proc.pid)
+        before = d.usage()  # the daemon and its capture workers
         time.sleep(seconds)
-        (u1, s1), v1 = times(), switches(d.proc.pid)
+        used = d.usage() - before
     finally:
         d.stop()
-    return line("the daemon", n, u1 - u0, s1 - s0, v1 - v0, seconds)
+    return line("the daemon (with its capture workers)", n, used.user, used.system, used.voluntary, seconds)
 
 
 def main() -> None:
@@ -94,9 +90,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--warmup", type=float, default=10.0)
     args = parser.parse_args()
-    malloc.tune()
+    malloc.tune(mmap_threshold=None)  # as the capture workers do
     fake = FakeVLM().start()
-    server = RtspServer(free_port(), gop=25, size="1280x720", pattern="ball").start()
+    server = RtspServer(free_port(), gop=25, size="1280x720", pattern="smpte", bitrate=2000).start()
     server.prime()
     try:
         rows = [readers(server.url(), args.cameras, args.warmup, args.seconds),

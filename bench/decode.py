@@ -67,7 +67,7 @@ def main() -> None:
     parser.add_argument("--gop", type=int, default=25, help="frames per keyframe (25 = 1 s)")
     args = parser.parse_args()
     cv2.setNumThreads(1)
-    server = RtspServer(free_port(), gop=args.gop, size="1920x1080", pattern="ball").start()
+    server = RtspServer(free_port(), gop=args.gop, size="1920x1080", pattern="smpte", bitrate=4000).start()
     try:
         url = server.url()
         seed_cpu, seed_kept = seed_loop(url, args.seconds)

@@ -93,16 +93,20 @@ def usage(pids: list[int]) -> Usage:
     for pid in pids:
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            status = Path(f"/proc/{pid}/status").read_text()
         except OSError:
             continue
         user += int(fields[11]) / TICKS
         system += int(fields[12]) / TICKS
-        for line in status.splitlines():
-            if line.startswith("voluntary_ctxt_switches"):
-                vol += int(line.split()[1])
-            elif line.startswith("nonvoluntary_ctxt_switches"):
-                invol += int(line.split()[1])
+        for task in Path(f"/proc/{pid}/task").glob("*/status"):  # switches are counted per thread
+            try:
+                status = task.read_text()
+            except OSError:
+                continue
+            for line in status.splitlines():
+                if line.startswith("voluntary_ctxt_switches"):
+                    vol += int(line.split()[1])
+                elif line.startswith("nonvoluntary_ctxt_switches"):
+                    invol += int(line.split()[1])
     return Usage(user, system, vol, invol)
 
 

@@ -117,7 +117,7 @@ def main() -> None:
     for way in ("opencv", "pyav"):
         for tune in ("0", "1"):
             # A fresh, primed server for each: the test server may not survive a crowd.
-            server = RtspServer(free_port(), gop=25, size="1280x720", pattern="ball").start()
+            server = RtspServer(free_port(), gop=25, size="1280x720", pattern="smpte", bitrate=2000).start()
             try:
                 server.prime()
                 out = subprocess.run(
