@@ -24,7 +24,7 @@ LATE_LOOP_S = 1.0  # a loop this late during a request makes its timeout ours, n
 
 
 class LoopLag:
-    """Measures how late the event loop runs a timer; remembers the last minute of it."""
+    """Measures how late the event loop runs a timer; remembers the last two minutes of it."""
 
     def __init__(self, metrics: Metrics | None = None, keep_s: float = 120.0) -> None:
         self.metrics = metrics
