@@ -244,7 +244,7 @@ class VlmClient:
         }]
         saturated = endpoint.inflight >= endpoint.limit
         self.metrics.vlm_inflight.inc()
-        start, began = time.perf_counter(), time.monotonic()
+        began = time.monotonic()  # the loop's clock too, so LoopLag can be asked about it
         try:
             response = await endpoint.api.post("/chat/completions", {
                 "model": endpoint.model,
@@ -259,7 +259,7 @@ class VlmClient:
                                                   "time (short of CPU)")) from None
             raise self._failed(endpoint, _classify(e)) from None
         finally:
-            latency = time.perf_counter() - start
+            latency = time.monotonic() - began
             self.metrics.vlm_inflight.dec()
         self.metrics.vlm_duration.observe(latency)
         try:

@@ -96,8 +96,8 @@ class RemoteReader:
         held = self.slot.read()
         if held is None:
             return None
-        lag = self.slot.header()[4]
-        return Latest(held.seq, held.taken, datetime.fromtimestamp(held.wall, UTC), held.frame, None, lag)
+        return Latest(held.seq, held.taken, datetime.fromtimestamp(held.wall, UTC), held.frame, None,
+                      held.lag)
 
 
 class Worker:

@@ -34,6 +34,7 @@ class SlotFrame:
     taken: float
     wall: float
     frame: Frame
+    lag: float  # the capture's lag when the frame was decoded
 
 
 def capacity(max_pixels: int) -> int:
@@ -79,7 +80,7 @@ class FrameSlot:
     def read(self) -> SlotFrame | None:
         """The newest whole frame, or None before the first; copied only when it is new."""
         for _ in range(100):
-            seq, taken, wall, _, _, _, width, height = HEADER.unpack_from(self.buffer, 0)
+            seq, taken, wall, _, lag, _, width, height = HEADER.unpack_from(self.buffer, 0)
             if seq == 0:
                 return None
             if seq % 2:
@@ -89,6 +90,6 @@ class FrameSlot:
             n = width * height * 3
             frame = np.frombuffer(self.buffer, np.uint8, n, HEADER.size).reshape(height, width, 3).copy()
             if SEQ.unpack_from(self.buffer, 0)[0] == seq:
-                self._last = SlotFrame(seq, taken, wall, frame)
+                self._last = SlotFrame(seq, taken, wall, frame, lag)
                 return self._last
         return self._last  # a writer far faster than any camera: keep the last whole frame
