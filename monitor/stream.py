@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 
 import structlog
 
@@ -29,6 +30,7 @@ from monitor.load import CAPTURE_BEHIND_S, Overload
 from monitor.metrics import Metrics
 from monitor.modelwatch import FailFast, ModelPolicy, ModelWatch, WaitForServer
 from monitor.pipeline import FrameAnalyzer, SampleResult, TargetResult, ordered
+from monitor.preprocess import to_bgr
 from monitor.scene import SceneGate
 from monitor.schedule import zone
 from monitor.sources.base import Frame, Sample, SourceError
@@ -249,7 +251,7 @@ class StreamRunner:
             mark = (max(0.0, x1 / w), max(0.0, y1 / h), min(1.0, x2 / w), min(1.0, y2 / h))
         return Seen(sample.offset, sample.wall, verdict.confidence, verdict.description,
                     prepared.jpeg if prepared else None, result.analysis.model if result.analysis else None,
-                    r.box, mark, (sample.full or (lambda: sample.frame)) if r.target.verify else None,
+                    r.box, mark, (sample.full or partial(to_bgr, sample.frame)) if r.target.verify else None,
                     prepared.view if prepared else None)
 
     async def _confirmed(self, r: TargetResult, event: Raised[Seen]) -> bool:

@@ -21,6 +21,8 @@ import pytest
 from monitor.load import LoopLag, Overload
 from monitor.metrics import Metrics
 from monitor.modelwatch import ModelWatch
+from monitor.preprocess import to_bgr
+from monitor.sources.base import Yuv
 from monitor.sources.capture import Lag
 from monitor.sources.live import LiveSource
 from monitor.sources.pool import CapturePool, worker_count
@@ -42,20 +44,21 @@ def test_a_slot_hands_over_whole_frames_and_copies_each_once() -> None:
     try:
         writer, reader = FrameSlot(buffer), FrameSlot(buffer)
         assert reader.read() is None  # nothing written yet
-        frame = np.random.default_rng(1).integers(0, 255, (48, 64, 3), np.uint8)
+        frame = Yuv(np.random.default_rng(1).integers(0, 255, (72, 64), np.uint8))  # 64x48, 4:2:0
         assert writer.write(frame, 12.5, 1_700_000_000.0, 10.0, 0.25, 4096)
         got = reader.read()
         assert got is not None and got.taken == 12.5 and got.wall == 1_700_000_000.0
-        assert np.array_equal(got.frame, frame)
+        assert (got.frame.width, got.frame.height) == (64, 48)
+        assert np.array_equal(got.frame.data, frame.data)
         assert reader.read() is got  # unchanged: not copied again
         assert reader.header()[3:6] == (10.0, 0.25, 4096)
-        frame[:] = 7
+        frame.data[:] = 7
         assert writer.write(frame, 13.5, 1_700_000_001.0, 10.0, 0.0, 8192)
         newer = reader.read()
-        assert newer is not None and newer.seq > got.seq and int(newer.frame.max()) == 7
-        assert not np.array_equal(got.frame, newer.frame)  # the first copy is the reader's own
+        assert newer is not None and newer.seq > got.seq and int(newer.frame.data.max()) == 7
+        assert not np.array_equal(got.frame.data, newer.frame.data)  # the first copy is the reader's own
         # A frame larger than the slot is refused, and the last one stays.
-        assert not writer.write(np.zeros((100, 100, 3), np.uint8), 14.0, 0.0, 10.0, 0.0, 0)
+        assert not writer.write(Yuv(np.zeros((150, 100), np.uint8)), 14.0, 0.0, 10.0, 0.0, 0)
         assert reader.read() is newer
     finally:
         buffer.close()
@@ -66,7 +69,7 @@ def test_a_torn_read_is_never_handed_on() -> None:
     fd, buffer = memory(capacity(32 * 32), "t")
     try:
         slot = FrameSlot(buffer)
-        slot.write(np.full((32, 32, 3), 1, np.uint8), 1.0, 0.0, 1.0, 0.0, 0)
+        slot.write(Yuv(np.full((48, 32), 1, np.uint8)), 1.0, 0.0, 1.0, 0.0, 0)
         first = slot.read()
         # A writer caught in the middle of its write: the sequence number is odd.
         seq = slot.header()[0]
@@ -222,9 +225,10 @@ def test_a_worker_captures_and_a_dead_worker_is_restarted(rtsp: RtspServer) -> N
         reader.start()
         up, _ = reports.wait("up")
         latest = reader.latest()
-        assert latest is not None and latest.frame.shape == (364, 644, 3)  # scaled in the worker
-        # The test server's grey picture, whole: no torn or blank frame.
-        assert abs(float(latest.frame.mean()) - 0x7A) < 6 and latest.lag < 1.0
+        frame = latest.frame if latest is not None else None
+        assert isinstance(frame, Yuv) and (frame.width, frame.height) == (644, 364)  # scaled in the worker
+        # The test server's grey picture, whole: no torn or blank frame, colours as sent.
+        assert np.abs(to_bgr(frame).astype(int) - 0x7A).max() < 8 and latest.lag < 1.0
         assert reader.received > 0 and reader.connected_at is not None
         worker = pool.workers[0]
         assert worker.proc is not None

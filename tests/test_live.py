@@ -15,6 +15,7 @@ import yaml
 from monitor.app import Daemon
 from monitor.config import parse_config
 from monitor.metrics import Metrics
+from monitor.sources.base import Yuv
 from monitor.sources.capture import LiveReader, open_options
 from tests.conftest import Receiver, free_port
 from tests.fakes.vllm import FakeVLM
@@ -322,7 +323,8 @@ def test_a_reader_for_a_second_look_keeps_the_camera_size_frame_too() -> None:
         while (latest := reader.latest()) is None:
             assert time.monotonic() < deadline, "no frame"
             time.sleep(0.05)
-        assert latest.frame.shape == (360, 640, 3)  # held at the model's size
+        frame = latest.frame
+        assert isinstance(frame, Yuv) and (frame.width, frame.height) == (640, 360)  # the model's size
         assert latest.full is not None and latest.full().shape == (720, 1280, 3)  # and at its own
     finally:
         reader.stop()

@@ -5,7 +5,10 @@ import numpy as np
 import pytest
 
 from monitor.patches import image_tokens, target_size
-from monitor.preprocess import clahe_luma, prepare
+from monitor.preprocess import clahe_luma, prepare, to_bgr
+from monitor.scene import thumbnail
+from monitor.sources.base import Yuv
+from monitor.zones import View
 
 BUDGET = 896 * 504
 
@@ -81,3 +84,55 @@ def test_resize_halves_then_interpolates_to_the_exact_size() -> None:
     out = resize(frame, 644, 364)
     assert out.shape == (364, 644, 3)
     assert 100 < out.mean() < 155 and out.std() < 30
+
+
+def _scene() -> np.ndarray:
+    """Coloured blocks on a dim background: colour and local contrast to check."""
+    frame = np.full((364, 644, 3), 40, np.uint8)
+    frame[40:160, 60:260] = (30, 30, 200)  # red
+    frame[200:330, 300:600] = (200, 60, 30)  # blue
+    frame[100:180, 400:480] = (60, 180, 60)  # green
+    return frame
+
+
+def _as_yuv(frame: np.ndarray) -> Yuv:
+    """What a capture worker holds: JPEG-range YUV 4:2:0 (the decoder's yuvj420p)."""
+    ycc = cv2.cvtColor(frame, cv2.COLOR_BGR2YCrCb)
+    h, w = frame.shape[:2]
+    y, cr, cb = cv2.split(ycc)
+    u = cv2.resize(cb, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
+    v = cv2.resize(cr, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
+    return Yuv(np.concatenate([y, u.reshape(-1, w), v.reshape(-1, w)]))
+
+
+def test_a_yuv_frame_is_prepared_as_its_bgr_twin_is() -> None:
+    bgr = _scene()
+    yuv = _as_yuv(bgr)
+    assert np.abs(to_bgr(yuv).astype(int) - bgr).mean() < 3  # the same picture, either form
+    for clahe in (False, True):
+        a = prepare(bgr, max_pixels=644 * 364, clahe=clahe, thumb_width=160)
+        b = prepare(yuv, max_pixels=644 * 364, clahe=clahe, thumb_width=160)
+        assert (a.width, a.height) == (b.width, b.height) == (644, 364)
+        da = cv2.imdecode(np.frombuffer(a.jpeg, np.uint8), cv2.IMREAD_COLOR).astype(int)
+        db = cv2.imdecode(np.frombuffer(b.jpeg, np.uint8), cv2.IMREAD_COLOR).astype(int)
+        assert np.abs(da - db).mean() < 4, clahe  # colours and contrast as on the BGR path
+        assert np.argmax(db[100, 150]) == 2 and np.argmax(db[260, 450]) == 0  # red stays red
+        assert a.thumb is not None and b.thumb is not None
+        tb = cv2.imdecode(np.frombuffer(b.thumb, np.uint8), cv2.IMREAD_COLOR)
+        assert tb.shape == (90, 160, 3)
+
+
+def test_a_yuv_frame_is_resized_and_cropped_to_zones_too() -> None:
+    yuv = _as_yuv(_scene())
+    small = prepare(yuv, max_pixels=320 * 180, clahe=True)
+    assert (small.width, small.height) == target_size(644, 364, 320 * 180)
+    view = View((0.0, 0.0, 0.5, 0.5), (((0.0, 0.0), (0.5, 0.0), (0.5, 0.5), (0.0, 0.5)),))
+    zoned = prepare(yuv, max_pixels=644 * 364, clahe=False, view=view)
+    picture = cv2.imdecode(np.frombuffer(zoned.jpeg, np.uint8), cv2.IMREAD_COLOR)
+    assert zoned.view == view and np.argmax(picture[picture.shape[0] // 2, picture.shape[1] // 2]) == 2
+
+
+def test_the_scene_gate_sees_a_yuv_frame_as_its_bgr_twin() -> None:
+    bgr = _scene()
+    a, b = thumbnail(bgr), thumbnail(_as_yuv(bgr))
+    assert a.shape == b.shape and np.abs(a.astype(int) - b).mean() < 2

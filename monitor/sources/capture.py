@@ -41,7 +41,7 @@ import av
 import numpy as np
 
 from monitor.backoff import backoff_delay
-from monitor.sources.base import Frame
+from monitor.sources.base import Frame, Image, Yuv
 from monitor.sources.rtsp import diagnose
 from monitor.urls import split_url
 
@@ -103,7 +103,7 @@ class Latest:
     seq: int
     taken: float  # time.monotonic() when decoded
     wall: datetime
-    frame: Frame
+    frame: Image
     full: Callable[[], Frame] | None = None  # the decoded frame at the camera's size, on demand
     lag: float = 0.0  # how far the capture ran behind the camera when this frame was decoded (s)
 
@@ -132,9 +132,10 @@ class LiveReader:
         # Also keep the decoded frame itself (YUV, ~1.4 MB at 720p), for a second look at
         # the camera's own resolution; it is converted only when asked for.
         self.keep_full = keep_full
-        # Frames are scaled to the model's size as they are converted (one swscale pass):
-        # a 720p frame held as BGR is 2.7 MB, at 644x364 0.7 MB, and the preprocess resize
-        # then has nothing left to do. None keeps the camera's own size.
+        # Frames are scaled to the model's size as they are converted (one swscale pass) and
+        # held as decoded, YUV 4:2:0 (a 720p frame held as BGR is 2.7 MB; at 644x364 in YUV,
+        # 0.35 MB), so the preprocess has neither a resize nor a colour conversion left to do.
+        # None keeps the camera's own size, in BGR.
         self.scale_to = scale_to
         self.interval = interval
         self.decode = decode
@@ -263,14 +264,15 @@ class LiveReader:
                 if time.monotonic() - last >= self.frozen_after_s:
                     raise Frozen from None
 
-    def _convert(self, frame: av.VideoFrame) -> Any:
+    def _convert(self, frame: av.VideoFrame) -> Image:
         if self.scale_to is None:
-            return frame.to_ndarray(format="bgr24")
+            return np.asarray(frame.to_ndarray(format="bgr24"), np.uint8)
         width, height = self.scale_to(frame.width, frame.height)
-        return frame.reformat(width=width, height=height, format="bgr24",
-                              interpolation="AREA").to_ndarray()
+        # Full range (yuvj420p): the JPEG's own, so its planes are encoded as they are.
+        return Yuv(np.asarray(frame.reformat(width=width & ~1, height=height & ~1, format="yuvj420p",
+                                             interpolation="AREA").to_ndarray(), np.uint8))
 
-    def _hold(self, image: Any, now: float, decoded: av.VideoFrame | None = None) -> None:
+    def _hold(self, image: Image, now: float, decoded: av.VideoFrame | None = None) -> None:
         """Hold the newest frame for ``latest()`` (a capture worker writes it to shared memory)."""
         if self.connected_at is None:
             self.connected_at = now
@@ -280,7 +282,7 @@ class LiveReader:
                 return np.asarray(decoded.to_ndarray(format="bgr24"), np.uint8)
         with self._lock:
             seq = self._latest.seq + 1 if self._latest else 1
-            self._latest = Latest(seq, now, datetime.now(UTC), np.asarray(image, np.uint8), full,
+            self._latest = Latest(seq, now, datetime.now(UTC), image, full,
                                   self.lag.seconds)
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from monitor.sources.base import Frame
+from monitor.sources.base import Yuv
 
 # seq, taken (monotonic: one clock for every process on the host), wall (epoch),
 # connected_at (monotonic, 0 until the first frame), lag (s), received bytes, width, height
@@ -33,13 +33,13 @@ class SlotFrame:
     seq: int
     taken: float
     wall: float
-    frame: Frame
+    frame: Yuv
     lag: float  # the capture's lag when the frame was decoded
 
 
 def capacity(max_pixels: int) -> int:
-    """Bytes of a slot that holds a BGR frame of at most ``max_pixels``."""
-    return HEADER.size + min(max_pixels, MAX_PIXELS) * 3
+    """Bytes of a slot that holds a YUV 4:2:0 frame of at most ``max_pixels``."""
+    return HEADER.size + min(max_pixels, MAX_PIXELS) * 3 // 2
 
 
 def memory(size: int, name: str) -> tuple[int, mmap.mmap]:
@@ -59,16 +59,16 @@ class FrameSlot:
         self._last: SlotFrame | None = None
 
     # The writer's side (one thread of one worker).
-    def write(self, frame: Frame, taken: float, wall: float, connected_at: float, lag: float,
+    def write(self, frame: Yuv, taken: float, wall: float, connected_at: float, lag: float,
               received: int) -> bool:
         """False when the frame does not fit (it is then not held)."""
-        height, width = frame.shape[:2]
-        if HEADER.size + frame.nbytes > len(self.buffer):
+        width, height, data = frame.width, frame.height, frame.data
+        if HEADER.size + data.nbytes > len(self.buffer):
             return False
         seq = SEQ.unpack_from(self.buffer, 0)[0] | 1  # odd: a write is under way
         SEQ.pack_into(self.buffer, 0, seq)
-        view = np.frombuffer(self.buffer, np.uint8, frame.nbytes, HEADER.size)
-        view[:] = frame.reshape(-1)
+        view = np.frombuffer(self.buffer, np.uint8, data.nbytes, HEADER.size)
+        view[:] = data.reshape(-1)
         del view  # a live export would keep the mapping from being closed
         HEADER.pack_into(self.buffer, 0, seq + 1, taken, wall, connected_at, lag, received, width, height)
         return True
@@ -87,9 +87,9 @@ class FrameSlot:
                 continue  # being written: the next try sees it done (a copy takes ~0.1 ms)
             if self._last is not None and self._last.seq == seq:
                 return self._last
-            n = width * height * 3
-            frame = np.frombuffer(self.buffer, np.uint8, n, HEADER.size).reshape(height, width, 3).copy()
+            rows = height * 3 // 2
+            data = np.frombuffer(self.buffer, np.uint8, rows * width, HEADER.size).reshape(rows, width).copy()
             if SEQ.unpack_from(self.buffer, 0)[0] == seq:
-                self._last = SlotFrame(seq, taken, wall, frame, lag)
+                self._last = SlotFrame(seq, taken, wall, Yuv(data), lag)
                 return self._last
         return self._last  # a writer far faster than any camera: keep the last whole frame

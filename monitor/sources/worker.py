@@ -37,6 +37,7 @@ import av
 
 from monitor import malloc
 from monitor.patches import target_size
+from monitor.sources.base import Image, Yuv
 from monitor.sources.capture import DecodeMode, LiveReader
 from monitor.sources.slot import MAX_PIXELS, FrameSlot, capacity
 
@@ -73,11 +74,12 @@ class SlotReader(LiveReader):
         self.slot = FrameSlot(buffer)
         self.received = self.slot.header()[5]  # a restarted worker continues the count
 
-    def _hold(self, image: Any, now: float, decoded: av.VideoFrame | None = None) -> None:
+    def _hold(self, image: Image, now: float, decoded: av.VideoFrame | None = None) -> None:
         if self.connected_at is None:
             self.connected_at = now
-        if not self.slot.write(image, now, time.time(), self.connected_at, self.lag.seconds,
-                               self.received):
+        # A SlotReader always scales, so its frames are always Yuv.
+        if not isinstance(image, Yuv) or not self.slot.write(
+                image, now, time.time(), self.connected_at, self.lag.seconds, self.received):
             self.report("down", "frame larger than its slot")
 
 
