@@ -10,6 +10,7 @@ from prometheus_client import generate_latest
 
 from monitor.config import VlmConfig
 from monitor.metrics import Metrics
+from monitor.openai_http import env_proxy
 from monitor.preprocess import prepare
 from monitor.vlm import BadAnswer, Rejected, Unavailable, VlmClient, error_message
 from tests.conftest import free_port
@@ -226,3 +227,31 @@ def test_probe_says_in_one_line_what_a_proxy_sent(fake_vlm: FakeVLM, tmp_path: A
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "not a model list" in result.stderr
     assert "internal error" not in result.stderr
+
+
+def test_the_proxy_comes_from_the_environment_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    assert env_proxy("http://gpu:8000/v1") is None
+    monkeypatch.setenv("HTTP_PROXY", "http://user:secret@proxy.lan:3128")
+    monkeypatch.setenv("NO_PROXY", "localhost,.internal")
+    proxy = env_proxy("http://gpu:8000/v1")
+    assert proxy is not None and (proxy.host, proxy.port, proxy.user) == ("proxy.lan", 3128, "user")
+    assert env_proxy("https://gpu:8000/v1") is None  # no HTTPS_PROXY
+    assert env_proxy("http://vllm.internal:8000/v1") is None  # spared by NO_PROXY
+    assert env_proxy("http://localhost:8000/v1") is None
+
+
+async def test_requests_go_through_the_proxy_the_environment_names(
+        fake_vlm: FakeVLM, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The stand-in server is the proxy: a host that cannot be resolved is reached only through it.
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{fake_vlm.port}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    cfg = VlmConfig.model_validate({"base_url": "http://model.invalid:8000/v1", "max_retries": 0})
+    client = VlmClient(cfg, Metrics())
+    try:
+        analysis = await client.analyze(jpeg(True), [RED])
+    finally:
+        await client.close()
+    assert analysis.verdicts[0].present
