@@ -564,16 +564,18 @@ def main() -> None:
                                 "capacity": held}
             finally:
                 server.kill()
-        over: Row | None = None
+        overloads: dict[str, Row] = {}
         if args.overload:
             profile = PROFILES["720p"]
             server = RtspServer(free_port(), gop=25, size=profile.size, pattern=profile.pattern,
                                 bitrate=profile.bitrate).start()
             try:
-                over = served(server, partial(measure, ROOT, server, fake, args.overload, args.seconds * 2,
-                                              args.warmup, tmp / "overload"), lambda r: r.up_after > 0)
-                print("overload", over, flush=True)
-                results["overload"] = over.__dict__
+                for label, tree in trees.items():
+                    overloads[label] = served(server, partial(
+                        measure, tree, server, fake, args.overload, args.seconds * 2, args.warmup,
+                        tmp / f"overload-{label}"), lambda r: r.up_after > 0)
+                    print("overload", label, overloads[label], flush=True)
+                results["overload"] = {k: v.__dict__ for k, v in overloads.items()}
             finally:
                 server.kill()
         if args.hung or args.soak:
@@ -605,23 +607,25 @@ def main() -> None:
     print("|" + "---|" * 11)
     for line in table:
         print(line)
-    if over is not None:
+    if overloads:
         print()
-        print(f"Overload: {over.cameras} cameras of 720p at 2 Mbit/s on this machine "
+        print(f"Overload: {args.overload} cameras of 720p at 2 Mbit/s on this machine "
               f"({args.seconds * 2:g} s window)")
-        print("| judged/s (of due) | least-served camera (judged / mean) | model-side drops/s | late "
-              "requests | stale/s | loop lag p99 | capture lag p95 | /healthz max | /metrics max "
+        print("| daemon | judged/s (of due) | least-served camera (judged / mean) | model-side drops/s "
+              "| late requests | stale/s | loop lag p99 | capture lag p95 | /healthz max | /metrics max "
               "| cameras behind (max) | overload log lines |")
-        print("|" + "---|" * 11)
+        print("|" + "---|" * 12)
+    for label, over in overloads.items():
         due = over.samples_per_s / over.judged_ratio if over.judged_ratio else float("nan")
-        print(f"| {over.judged_mean * over.cameras / (args.seconds * 2):.1f} ({due:.0f}) "
+        print(f"| {label} | {over.judged_mean * over.cameras / (args.seconds * 2):.1f} ({due:.0f}) "
               f"| {over.judged_min:.0f} / {over.judged_mean:.1f} "
               f"({over.judged_min / over.judged_mean if over.judged_mean else 0:.2f}) "
               f"| {over.model_drops_per_s:.2f} | {over.late_requests:.0f} | {over.stale_per_s:.1f} "
               f"| {over.loop_lag_p99:g} s | {over.capture_lag_p95:g} s | {over.healthz_max_s:.3f} s "
               f"| {over.metrics_max_s:.3f} s | {over.behind_max:.0f} | {over.overload_lines} |")
-        print(f"Intervals not judged, per second, by reason: {over.drops_per_s}; CPU-s per camera-minute "
-              f"{over.cpu_per_cam_min:.2f} ({over.main_per_cam_min:.2f} in the daemon's process)")
+        print(f"{label}: intervals not judged, per second, by reason: {over.drops_per_s}; "
+              f"CPU-s per camera-minute {over.cpu_per_cam_min:.2f} "
+              f"({over.main_per_cam_min:.2f} in the daemon's process)")
     if "soak_rss_mb" in results:
         print("RSS of 100 sub-stream cameras, once a minute:",
               ", ".join(f"{v:.0f}" for v in results["soak_rss_mb"]), "MB")  # type: ignore[attr-defined]
