@@ -21,8 +21,11 @@ import cv2
 import numpy as np
 
 from monitor.config import DEFAULT_MAX_PIXELS
+from monitor.console.board import THUMB_WIDTH
 from monitor.patches import image_tokens, target_size
-from monitor.preprocess import prepare
+from monitor.preprocess import prepare, resize
+from monitor.scene import thumbnail
+from monitor.sources.base import Image, Yuv
 from tests.clips import draw_figure, scene
 
 
@@ -41,6 +44,12 @@ def seed_way(frame: np.ndarray, workdir: Path) -> str:
 
 def our_way(frame: np.ndarray) -> str:
     return base64.b64encode(prepare(frame, max_pixels=DEFAULT_MAX_PIXELS).jpeg).decode("ascii")
+
+
+def live_way(frame: Image) -> str:
+    thumbnail(frame)
+    prepared = prepare(frame, max_pixels=DEFAULT_MAX_PIXELS, thumb_width=THUMB_WIDTH)
+    return base64.b64encode(prepared.jpeg).decode("ascii")
 
 
 def cpu_ms(fn: Callable[[], str], n: int) -> tuple[float, int]:
@@ -84,6 +93,15 @@ def main() -> None:
     print(f"{'base64 bytes sent':24}{seed_bytes:>12,}{ours_bytes:>14,}{seed_bytes / ours_bytes:>8.1f}x")
     print(f"{'image tokens':24}{seed_tokens:>12,}{ours_tokens:>14,}{seed_tokens / ours_tokens:>8.1f}x")
     print(f"(ours: {w}x{h}, CLAHE, JPEG q85 in memory; seed: 1920x1080 via disk, JPEG q100)")
+
+    # A live camera's frame as a capture worker hands it: already at the model's size,
+    # in BGR (as before) or in the decoder's YUV 4:2:0 (as now); the console's thumbnail too.
+    small = resize(frame, w, h)
+    yuv = Yuv(np.asarray(cv2.cvtColor(small, cv2.COLOR_BGR2YUV_I420), np.uint8))
+    bgr_ms, _ = cpu_ms(lambda: live_way(small), args.frames * 5)
+    yuv_ms, _ = cpu_ms(lambda: live_way(yuv), args.frames * 5)
+    print(f"a live camera's sample at {w}x{h} (scene thumbnail, CLAHE, JPEG, console thumbnail): "
+          f"BGR {bgr_ms:.2f} ms, YUV {yuv_ms:.2f} ms ({bgr_ms / yuv_ms:.2f}x less)")
 
 
 if __name__ == "__main__":
