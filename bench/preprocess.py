@@ -20,8 +20,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from monitor.board import THUMB_WIDTH
 from monitor.config import DEFAULT_MAX_PIXELS
-from monitor.console.board import THUMB_WIDTH
 from monitor.patches import image_tokens, target_size
 from monitor.preprocess import prepare, resize
 from monitor.scene import thumbnail

@@ -21,12 +21,12 @@ from monitor.alerts.dispatch import Dispatcher
 from monitor.alerts.outbox import Outbox
 from monitor.alerts.sinks import make_sinks
 from monitor.alerts.snapshots import Snapshots
+from monitor.board import Board
 from monitor.config import Config, ConfigError, StreamSettings, load_config
 from monitor.console.auth import load_key
-from monitor.console.board import Board
-from monitor.console.feedback import Feedback
 from monitor.console.scans import Scans
 from monitor.console.web import Console
+from monitor.feedback import Feedback
 from monitor.http import HttpServer
 from monitor.load import LoopLag, Overload
 from monitor.metrics import Metrics

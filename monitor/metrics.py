@@ -126,7 +126,7 @@ class Metrics:
             buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30), registry=r)
         for result in VERIFY_RESULTS:
             self.verifications.labels(result)
-        # Started at each start from the judgements stored (see console.feedback).
+        # Started at each start from the judgements stored (see monitor.feedback).
         self.feedback = Counter(
             f"{PREFIX}_feedback", "Alerts judged in the console, by verdict (right, false_alarm)",
             ["stream", "target", "verdict"], registry=r)

@@ -22,10 +22,10 @@ from monitor import logs
 from monitor.alerts.dispatch import Dispatcher
 from monitor.alerts.model import Alert
 from monitor.alerts.snapshots import with_box
+from monitor.board import THUMB_WIDTH, Board, TargetView
 from monitor.config import StreamSettings
-from monitor.console.board import THUMB_WIDTH, Board, TargetView
-from monitor.console.feedback import Feedback
 from monitor.detector import Cleared, Detector, Observation, Raised
+from monitor.feedback import Feedback
 from monitor.load import CAPTURE_BEHIND_S, Overload
 from monitor.metrics import Metrics
 from monitor.modelwatch import FailFast, ModelPolicy, ModelWatch, WaitForServer

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from monitor.board import THUMBS_KEPT, Board, TargetView
 from monitor.config import VlmConfig
 from monitor.console.auth import LoginThrottle, Signer, load_key
-from monitor.console.board import THUMBS_KEPT, Board, TargetView
-from monitor.console.feedback import Feedback, Judgement
 from monitor.console.scans import ScanRejected, display_name, scan_targets
+from monitor.feedback import Feedback, Judgement
 from monitor.metrics import Metrics
 from monitor.passwords import BadHash, check_password, hash_password, parse_hash
 from monitor.urls import is_loopback

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from monitor import logs
+from monitor.board import THUMB_WIDTH
 from monitor.config import DetectionConfig, PreprocessConfig, Target
-from monitor.console.board import THUMB_WIDTH
 from monitor.detector import Detector, Observation, Raised
 from monitor.pipeline import FrameAnalyzer, SampleResult, ordered
 from monitor.sources.base import Sample, SourceError

@@ -27,11 +27,11 @@ from aiohttp import BodyPartReader, web
 from monitor import logs
 from monitor.alerts.outbox import Outbox
 from monitor.alerts.snapshots import Snapshots
+from monitor.board import Board
 from monitor.config import ConsoleConfig, UserConfig
 from monitor.console.auth import COOKIE, SESSION_SECONDS, LoginThrottle, Session, Signer
-from monitor.console.board import Board
-from monitor.console.feedback import VERDICTS, Feedback, Judgement
 from monitor.console.scans import MAX_TARGETS, ScanRejected, Scans, display_name, scan_targets
+from monitor.feedback import VERDICTS, Feedback, Judgement
 from monitor.metrics import Metrics
 from monitor.passwords import check_password, dummy_hash
 from monitor.sources.base import SourceError
