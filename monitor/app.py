@@ -137,8 +137,8 @@ class Daemon:
         """The config as this replica runs it: only the streams of its shard."""
         if self.shard is None:
             return config
-        return config.model_copy(update={"streams": [s for s in config.streams
-                                                     if self.shard.owns(s.name)]})
+        owned = set(self.shard.select(s.name for s in config.streams))
+        return config.model_copy(update={"streams": [s for s in config.streams if s.name in owned]})
 
     def request_reload(self) -> None:
         """SIGHUP: re-read the config file at the next turn of the main loop."""

@@ -113,6 +113,14 @@ class TargetResult:
             return Observation.ABSENT
         return Observation.MATCH if self.verdict.is_match(min_confidence) else Observation.ABSENT
 
+    def json(self, min_confidence: int) -> dict[str, Any]:
+        """The result as `scan --json` and the console's scans show it."""
+        v = self.verdict
+        return {"target": self.target.name, "present": v.present if v else None,
+                "confidence": v.confidence if v else None, "description": v.description if v else None,
+                "match": self.observation(min_confidence) is Observation.MATCH,
+                "error": str(self.error) if self.error else None}
+
 
 @dataclass(frozen=True, slots=True)
 class SampleResult:

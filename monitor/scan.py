@@ -88,14 +88,9 @@ class Report:
         if self.progress:
             self.progress.write("\r\x1b[K")
         if self.as_json:
-            line = json.dumps({
-                "second": sample.offset,
-                "match": obs is Observation.MATCH,
-                "present": verdict.present if verdict else None,
-                "confidence": verdict.confidence if verdict else None,
-                "description": verdict.description if verdict else None,
-                "error": str(r.error) if r.error else None,
-            }, ensure_ascii=False)
+            fields = r.json(min_confidence)
+            del fields["target"]  # one target: the lines stay as they were
+            line = json.dumps({"second": sample.offset, **fields}, ensure_ascii=False)
         elif verdict is None:
             line = f"{_clock(sample.offset):>8}  ERROR       {one_line(str(r.error))}"
         else:

@@ -42,18 +42,23 @@ def owner(name: str, count: int) -> int:
     return max(range(count), key=lambda i: _score(i, name))
 
 
+MAX_SHARDS = 1024  # each stream's owner is found by hashing its name once per shard
+
+
 def parse_shard(text: str, hostname: str = "") -> Shard:
     """``I/N`` (I from 0), or ``ordinal/N``: I is the host name's trailing number, as a
-    StatefulSet names its pods (``vlm-monitor-2`` is 2)."""
+    StatefulSet names its pods (``vlm-monitor-2`` is 2). ASCII digits only: ``str.isdigit``
+    takes "²" and "٣" too."""
     index_text, sep, count_text = text.strip().partition("/")
-    if not sep or not count_text.isdigit() or int(count_text) < 1:
-        raise ShardError(f"shard {text!r}: expected I/N, e.g. 0/3, or ordinal/N")
+    if not sep or not re.fullmatch(r"[0-9]{1,5}", count_text) or not 1 <= int(count_text) <= MAX_SHARDS:
+        raise ShardError(f"shard {text!r}: expected I/N with N from 1 to {MAX_SHARDS}, e.g. 0/3, "
+                         "or ordinal/N")
     count = int(count_text)
     if index_text == "ordinal":
-        m = re.search(r"(\d+)$", hostname)
+        m = re.search(r"([0-9]+)$", hostname)
         if m is None:
             raise ShardError(f"shard {text!r}: the host name {hostname!r} does not end in a number")
         index_text = m.group(1)
-    if not index_text.isdigit() or not int(index_text) < count:
+    if not re.fullmatch(r"[0-9]{1,5}", index_text) or not int(index_text) < count:
         raise ShardError(f"shard {text!r}: the index must be a number from 0 to {count - 1}")
     return Shard(int(index_text), count)

@@ -39,6 +39,10 @@ def test_parse_shard(text: str, host: str, expected: Shard) -> None:
     ("3/3", "", "from 0 to 2"), ("1", "", "expected I/N"), ("a/3", "", "from 0 to 2"),
     ("0/0", "", "expected I/N"), ("ordinal/3", "vlm-monitor", "does not end in a number"),
     ("ordinal/3", "vlm-monitor-5", "from 0 to 2"),
+    # Digits that are not ASCII: "²" was an internal error, "٣" was read as 3 (issue 23).
+    ("0/²", "", "expected I/N"), ("0/٣", "", "expected I/N"), ("٠/3", "", "from 0 to 2"),
+    # A count that would hash every stream's name a billion times (it hung).
+    ("0/1000000000", "", "N from 1 to 1024"), ("0/1025", "", "N from 1 to 1024"),
 ])
 def test_bad_shards_are_one_line(text: str, host: str, message: str) -> None:
     with pytest.raises(ShardError, match=message):
@@ -92,5 +96,7 @@ def test_a_bad_shard_is_exit_2_in_one_line(tmp_path: Path) -> None:
     cfg.write_text("streams: [{name: a, url: a.mp4, targets: [x]}]\n")
     result = cli("run", "--config", str(cfg), "--shard", "3/3")
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and "from 0 to 2" in result.stderr
+    result = cli("run", "--config", str(cfg), "--shard", "0/²")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "expected I/N" in result.stderr
     result = cli("run", "--config", str(cfg), env={"VLM_MONITOR_SHARD": "x"})
     assert result.returncode == 2 and "expected I/N" in result.stderr

@@ -27,7 +27,7 @@ from typing import Any
 from monitor import logs
 from monitor.board import THUMB_WIDTH
 from monitor.config import DetectionConfig, PreprocessConfig, Target
-from monitor.detector import Detector, Observation, Raised
+from monitor.detector import Detector, Raised
 from monitor.pipeline import FrameAnalyzer, SampleResult, ordered
 from monitor.sources.base import Sample, SourceError
 from monitor.sources.files import file_samples
@@ -234,15 +234,8 @@ class Scans:
 
     @staticmethod
     def _row(sample: Sample, result: SampleResult, min_confidence: int) -> dict[str, Any]:
-        verdicts = []
-        for r in result.targets:
-            v = r.verdict
-            verdicts.append({"target": r.target.name, "present": v.present if v else None,
-                             "confidence": v.confidence if v else None,
-                             "description": v.description if v else None,
-                             "match": r.observation(min_confidence) is Observation.MATCH,
-                             "error": str(r.error) if r.error else None})
-        return {"second": sample.offset, "verdicts": verdicts, "thumb": False}
+        return {"second": sample.offset, "verdicts": [r.json(min_confidence) for r in result.targets],
+                "thumb": False}
 
     def _save(self, scan: Scan) -> None:
         path = self.directory / scan.id / "scan.json"
