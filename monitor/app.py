@@ -255,7 +255,8 @@ class Daemon:
             self.metrics.feedback.labels(stream, target, verdict).inc(n)
         console = Console(cc, config.server.users, load_key(state_dir / "console.key"), board, outbox,
                           snapshots, feedback, scans, self.metrics,
-                          shard=str(self.shard) if self.shard else None)
+                          shard=str(self.shard) if self.shard else None,
+                          secure_cookie=(config.server.public_url or "").startswith("https://"))
         return console, scans
 
     async def _main_loop(self, parts: _Parts, shutdown: asyncio.Event) -> None:

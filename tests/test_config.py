@@ -76,6 +76,8 @@ alerts:
         (MINIMAL + "alerts:\n  - type: webhook\n    secret: x\n", "cfg.yaml:6: alerts[0].url: Field required"),
         (MINIMAL + "alerts:\n  - type: webhook\n    url: ftp://x\n", "cfg.yaml:7: alerts[0].url: Value error, must be an http"),
         (MINIMAL + "server:\n  listen: 9108\n", "cfg.yaml:6: server.listen:"),
+        (MINIMAL + "server:\n  public_url: cameras.lan\n", "cfg.yaml:6: server.public_url: Value error, must be an http(s) URL"),
+        (MINIMAL + "server:\n  public_url: https://a:b@cams.lan\n", "server.public_url: Value error, must not hold credentials"),
         (MINIMAL + MINIMAL[len("streams:\n"):].join(["", ""]), "duplicate"),
         ("streams:\n  - name: a\n    url: ${NOPE}\n    targets: [x]\n", "cfg.yaml:3: streams[0].url: environment variable NOPE is not set"),
         ("streams: [\n", "cfg.yaml:2: invalid YAML"),

@@ -169,6 +169,31 @@ async def test_login_sessions_csrf_and_throttle(
         assert slowed.status_code == 429 and int(slowed.headers["Retry-After"]) >= 1
 
 
+async def test_behind_https_the_cookie_is_secure_and_images_are_never_cached(
+        tmp_path: Path, clips: dict[str, Path], fake_vlm: FakeVLM) -> None:
+    doc = config_doc(tmp_path, fake_vlm, [{"name": "yard", "url": str(clips["red"]), "targets": [RED],
+                                           "realtime": True}],
+                     server={"users": [{"name": "ops", "password_hash": hash_password(PASSWORD, n=2**10)}],
+                             "public_url": "https://cameras.example.org/"})
+    async with running(doc) as (_, _, http):
+        good = await http.post("/api/login", json={"name": "ops", "password": PASSWORD})
+        cookie = good.headers["set-cookie"]
+        assert good.status_code == 200 and "Secure" in cookie and "HttpOnly" in cookie
+        assert good.headers["x-content-type-options"] == "nosniff"  # the API too, not only pages
+        # A client sends a Secure cookie only over TLS (the proxy's): here, by hand.
+        own = {"Cookie": f"vlm_session={good.cookies['vlm_session']}"}
+        http.cookies.clear()
+        cameras = await http.get("/api/cameras", headers=own)
+        assert cameras.headers["x-content-type-options"] == "nosniff"
+
+        async def framed() -> Any:
+            cams = (await http.get("/api/cameras", headers=own)).json()
+            return cams[0]["frame"] is not None
+        await until(framed)
+        frame = await http.get("/api/cameras/yard/frame.jpg", headers=own)
+        assert frame.status_code == 200 and frame.headers["cache-control"] == "no-store"
+
+
 def test_off_loopback_without_users_refuses_to_start(tmp_path: Path, fake_vlm: FakeVLM,
                                                      clips: dict[str, Path]) -> None:
     cfg = tmp_path / "c.yaml"

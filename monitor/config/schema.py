@@ -323,6 +323,9 @@ class UserConfig(_Model):
 
 class ServerConfig(_Model):
     listen: str = "127.0.0.1:9108"
+    # Where people reach the console (behind a TLS proxy: https://...). With https, its
+    # session cookie is sent only over TLS.
+    public_url: str | None = None
     # Who may use the console and its API. Required when `listen` is not a loopback address.
     users: list[UserConfig] = Field(default_factory=list)
 
@@ -333,6 +336,18 @@ class ServerConfig(_Model):
         if len(set(names)) != len(names):
             raise ValueError("user names must be unique")
         return v
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+            raise ValueError("must be an http(s) URL with a host and no query, e.g. https://cameras.example.org")
+        if parts.username or parts.password:
+            raise ValueError("must not hold credentials")
+        return v.rstrip("/")
 
     @field_validator("listen")
     @classmethod

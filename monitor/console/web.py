@@ -62,9 +62,14 @@ def _error(status: int, message: str) -> web.HTTPException:
 
 
 def _jpeg(body: bytes) -> web.Response:
-    # Frames and snapshots are private: not to be kept by shared caches.
-    return web.Response(body=body, content_type="image/jpeg",
-                        headers={"Cache-Control": "private, max-age=3600"})
+    # Camera images are not kept by any cache, the browser's included: they must not
+    # outlive the session (a shared computer, after logout).
+    return web.Response(body=body, content_type="image/jpeg", headers={"Cache-Control": "no-store"})
+
+
+async def _nosniff(request: web.Request, response: web.StreamResponse) -> None:
+    """Every response is read as the type it says it is (a JSON answer never as HTML)."""
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
 
 
 class Console:
@@ -92,6 +97,7 @@ class Console:
 
     def routes(self, app: web.Application) -> None:
         app.middlewares.append(self._guard)
+        app.on_response_prepare.append(_nosniff)
         r = app.router
         r.add_get("/", self._index)
         r.add_get("/static/{name}", self._static)
