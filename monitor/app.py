@@ -24,6 +24,7 @@ from monitor.alerts.snapshots import Snapshots
 from monitor.board import Board
 from monitor.config import Config, ConfigError, StreamSettings, load_config
 from monitor.console.auth import load_key
+from monitor.console.revoked import Revoked
 from monitor.console.scans import Scans
 from monitor.console.web import Console
 from monitor.feedback import Feedback
@@ -196,6 +197,7 @@ class Daemon:
                                   f"{getattr(e, 'strerror', None) or e}", EXIT_FAILED) from None
             feedback = console.feedback
             stack.callback(feedback.close)
+            stack.callback(console.close)
         self.http = HttpServer(config.server.host, config.server.port, self.metrics,
                                readiness=lambda: watch.reason or dispatcher.problem, console=console)
         try:
@@ -253,10 +255,9 @@ class Daemon:
         feedback = Feedback(state_dir / "feedback.sqlite3")
         for (stream, target, verdict), n in feedback.counts().items():
             self.metrics.feedback.labels(stream, target, verdict).inc(n)
-        console = Console(cc, config.server.users, load_key(state_dir / "console.key"), board, outbox,
-                          snapshots, feedback, scans, self.metrics,
-                          shard=str(self.shard) if self.shard else None,
-                          secure_cookie=(config.server.public_url or "").startswith("https://"))
+        console = Console(cc, config.server, load_key(state_dir / "console.key"), board, outbox,
+                          snapshots, feedback, scans, Revoked(state_dir / "sessions.sqlite3"), self.metrics,
+                          shard=str(self.shard) if self.shard else None)
         return console, scans
 
     async def _main_loop(self, parts: _Parts, shutdown: asyncio.Event) -> None:

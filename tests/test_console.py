@@ -360,3 +360,91 @@ async def test_a_scan_takes_only_model_slots_the_cameras_leave_free(
         ages = [metrics.registry.get_sample_value(f"vlm_monitor_frame_age_seconds_{k}", {"stream": "cam"})
                 for k in ("sum", "count")]
         assert ages[0] / ages[1] < 0.9, ages  # its own 0.3 s and at most one scan request (without: 1.6)
+
+
+_HASHES: dict[str, str] = {}  # password -> its hash, made once: a restart reads the same config
+
+
+def _with_users(tmp_path: Path, fake: FakeVLM, clip: Path, users: dict[str, str], **server: Any) -> str:
+    hashes = {p: _HASHES.setdefault(p, hash_password(p, n=2**10)) for p in users.values()}
+    return config_doc(tmp_path, fake, [{"name": "yard", "url": str(clip), "targets": [RED]}],
+                      server={"users": [{"name": n, "password_hash": hashes[p]} for n, p in users.items()],
+                              **server})
+
+
+async def test_sessions_end_at_logout_removal_and_password_change_across_restarts(
+        tmp_path: Path, clips: dict[str, Path], fake_vlm: FakeVLM) -> None:
+    clip = clips["empty"]
+    both = {"ops": PASSWORD, "boss": "another long password"}
+    copies: dict[str, str] = {}
+    async with running(_with_users(tmp_path, fake_vlm, clip, both)) as (_, _, http):
+        for name, password in both.items():
+            login = await http.post("/api/login", json={"name": name, "password": password})
+            copies[name] = login.cookies["vlm_session"]
+        assert http.cookies["vlm_session"] == copies["boss"]
+        token = (await http.get("/api/session")).json()["csrf_token"]
+        assert (await http.post("/api/logout", headers={"X-CSRF-Token": token})).status_code == 200
+        async with httpx.AsyncClient(base_url=str(http.base_url)) as thief:
+            thief.cookies.set("vlm_session", copies["boss"])  # a copy kept from before the logout
+            assert (await thief.get("/api/session")).status_code == 401
+            assert (await thief.get("/api/cameras")).status_code == 401
+            thief.cookies.set("vlm_session", copies["ops"])
+            assert (await thief.get("/api/session")).json()["user"] == "ops"
+
+    async def user(cookie: str) -> Any:
+        async with httpx.AsyncClient(base_url=str(http.base_url)) as other:
+            other.cookies.set("vlm_session", cookie)
+            answer = await other.get("/api/session")
+            return answer.json()["user"] if answer.status_code == 200 else answer.status_code
+
+    # A restart does not bring the logged-out session back; the other one lives on.
+    async with running(_with_users(tmp_path, fake_vlm, clip, both)) as (_, _, http):
+        assert await user(copies["boss"]) == 401 and await user(copies["ops"]) == "ops"
+    # ops's password changed: ops's sessions are void.
+    changed = {"ops": "a brand new password", "boss": both["boss"]}
+    async with running(_with_users(tmp_path, fake_vlm, clip, changed)) as (_, _, http):
+        assert await user(copies["ops"]) == 401
+        fresh = await http.post("/api/login", json={"name": "ops", "password": changed["ops"]})
+        copies["ops"] = fresh.cookies["vlm_session"]
+        assert await user(copies["ops"]) == "ops"
+    # ops removed from server.users: so are ops's sessions.
+    async with running(_with_users(tmp_path, fake_vlm, clip, {"boss": both["boss"]})) as (_, _, http):
+        assert await user(copies["ops"]) == 401
+
+
+async def test_a_login_flood_is_refused_unhashed_and_spares_others_behind_the_proxy(
+        tmp_path: Path, clips: dict[str, Path], fake_vlm: FakeVLM) -> None:
+    doc = _with_users(tmp_path, fake_vlm, clips["empty"], {"ops": PASSWORD}, trusted_proxies=["127.0.0.1/32"])
+    attacker = {"X-Forwarded-For": "198.51.100.1, 203.0.113.66"}  # the first hop is theirs to forge
+    async with running(doc) as (_, _, http):
+        flood = await asyncio.gather(*[
+            http.post("/api/login", json={"name": "ops", "password": f"guess {i}"}, headers=attacker)
+            for i in range(60)])
+        codes = [r.status_code for r in flood]
+        # Attempts in flight count against the throttle: only the three free ones were hashed.
+        assert codes.count(401) <= 3 and codes.count(429) >= 57, codes
+        assert all(int(r.headers["Retry-After"]) >= 1 for r in flood if r.status_code == 429)
+        # Behind the same proxy, someone else logs in at once.
+        mine = await http.post("/api/login", json={"name": "ops", "password": PASSWORD},
+                               headers={"X-Forwarded-For": "203.0.113.7"})
+        assert mine.status_code == 200
+        still = await http.post("/api/login", json={"name": "ops", "password": PASSWORD}, headers=attacker)
+        assert still.status_code == 429
+
+
+async def test_cross_site_and_malformed_logins_are_one_line_refusals(
+        tmp_path: Path, clips: dict[str, Path], fake_vlm: FakeVLM) -> None:
+    doc = _with_users(tmp_path, fake_vlm, clips["empty"], {"ops": PASSWORD})
+    async with running(doc) as (daemon, _, http):
+        # Login CSRF: a form on another site posting text/plain.
+        forged = await http.post("/api/login", content=f'{{"name":"ops","password":"{PASSWORD}"}}',
+                                 headers={"Origin": "http://evil.example", "Content-Type": "text/plain"})
+        assert forged.status_code == 403 and "vlm_session" not in forged.cookies
+        own = f"http://127.0.0.1:{daemon.http.port if daemon.http else 0}"
+        deep = await http.post("/api/login", content="[" * 200_000, headers={"Origin": own})
+        assert deep.status_code == 400 and "JSON" in deep.json()["error"]
+        surrogate = await http.post("/api/login", content='{"name": "ops", "password": "\\ud800"}',
+                                    headers={"Content-Type": "application/json"})
+        assert surrogate.status_code == 400
+        good = await http.post("/api/login", json={"name": "ops", "password": PASSWORD}, headers={"Origin": own})
+        assert good.status_code == 200

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
+from ipaddress import ip_network
 from pathlib import Path
 
 import pytest
 
 from monitor.board import THUMBS_KEPT, Board, TargetView
 from monitor.config import VlmConfig
-from monitor.console.auth import LoginThrottle, Signer, load_key
+from monitor.console.auth import LoginThrottle, Signer, client_address, load_key
 from monitor.console.scans import ScanRejected, display_name, scan_targets
 from monitor.feedback import Feedback, Judgement
 from monitor.metrics import Metrics
@@ -171,3 +172,12 @@ async def test_background_requests_take_only_slots_no_one_else_waits_for() -> No
     await asyncio.gather(first, scan, camera)
     assert order == ["camera-1", "camera-2", "scan"]
     await client.close()
+
+
+def test_the_client_behind_trusted_proxies_is_the_nearest_untrusted_hop() -> None:
+    proxies = [ip_network("10.0.0.0/8"), ip_network("::1/128")]
+    assert client_address("192.0.2.9", "198.51.100.1", proxies) == "192.0.2.9"  # not a proxy: ignored
+    assert client_address("10.1.1.1", None, proxies) == "10.1.1.1"
+    assert client_address("10.1.1.1", "198.51.100.1, 203.0.113.5", proxies) == "203.0.113.5"
+    assert client_address("::1", "203.0.113.5, 10.2.2.2", proxies) == "203.0.113.5"  # through two proxies
+    assert client_address("10.1.1.1", "10.3.3.3", proxies) == "10.3.3.3"  # only proxies: the farthest

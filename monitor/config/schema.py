@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Mapping
+from ipaddress import ip_network
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -326,6 +327,19 @@ class ServerConfig(_Model):
     # Where people reach the console (behind a TLS proxy: https://...). With https, its
     # session cookie is sent only over TLS.
     public_url: str | None = None
+    # Reverse proxies (addresses or networks) whose X-Forwarded-For names the client: the
+    # login throttle then counts each client, not the proxy that all of them share.
+    trusted_proxies: list[str] = Field(default_factory=list, max_length=64)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, v: list[str]) -> list[str]:
+        for text in v:
+            try:
+                ip_network(text, strict=False)
+            except ValueError:
+                raise ValueError(f"{text!r} is not an IP address or network, e.g. 10.0.0.0/8") from None
+        return v
     # Who may use the console and its API. Required when `listen` is not a loopback address.
     users: list[UserConfig] = Field(default_factory=list)
 

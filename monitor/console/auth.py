@@ -14,7 +14,9 @@ import hmac
 import json
 import os
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network, ip_address
 from pathlib import Path
 
 from monitor.passwords import b64, unb64
@@ -46,6 +48,7 @@ class Session:
     user: str | None  # None: the console is open (loopback, no users configured)
     nonce: str
     expires: float
+    generation: str = ""  # the user's credentials when it began (Signer.generation)
 
 
 class Signer:
@@ -56,8 +59,13 @@ class Signer:
         return b64(hmac.new(self._key, purpose.encode() + b"\0" + data, hashlib.sha256).digest())
 
     def cookie(self, session: Session) -> str:
-        body = b64(json.dumps([session.user, session.nonce, session.expires]).encode())
+        body = b64(json.dumps([session.user, session.nonce, session.expires, session.generation]).encode())
         return f"{body}.{self._mac('session', body.encode())}"
+
+    def generation(self, user: str, password_hash: str) -> str:
+        """Changes with the user's password (and is unknown for a removed user): a session
+        that began under other credentials is void."""
+        return self._mac("generation", f"{user}\0{password_hash}".encode())[:22]
 
     def session(self, cookie: str | None, now: float) -> Session | None:
         """The session a cookie holds, if we signed it and it has not expired."""
@@ -67,19 +75,41 @@ class Signer:
         if not hmac.compare_digest(mac, self._mac("session", body.encode())):
             return None
         try:
-            user, nonce, expires = json.loads(unb64(body))
+            user, nonce, expires, generation = json.loads(unb64(body))
         except (ValueError, TypeError):
-            return None
+            return None  # also a cookie from before generations: it could not be revoked
         if not isinstance(expires, int | float) or expires < now:
             return None
-        return Session(user, str(nonce), float(expires))
+        return Session(user, str(nonce), float(expires), str(generation))
 
     def csrf(self, session: Session) -> str:
         """Bound to the session: a page on another site can neither read nor forge it."""
         return self._mac("csrf", session.nonce.encode())
 
-    def new_session(self, user: str | None, now: float) -> Session:
-        return Session(user, secrets.token_urlsafe(16), now + SESSION_SECONDS)
+    def new_session(self, user: str | None, now: float, generation: str = "") -> Session:
+        return Session(user, secrets.token_urlsafe(16), now + SESSION_SECONDS, generation)
+
+
+def client_address(remote: str | None, forwarded_for: str | None,
+                   trusted: Sequence[IPv4Network | IPv6Network]) -> str:
+    """Who sent a request: the peer, or, when the peer is a trusted proxy, the nearest address
+    in X-Forwarded-For that is not one (the hops before it are the client's to make up)."""
+    address = remote or "?"
+    if not forwarded_for or not _within(address, trusted):
+        return address
+    for hop in reversed(forwarded_for.split(",")):
+        address = hop.strip()[:64] or "?"
+        if not _within(address, trusted):
+            break
+    return address
+
+
+def _within(address: str, networks: Sequence[IPv4Network | IPv6Network]) -> bool:
+    try:
+        ip = ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in n for n in networks)
 
 
 @dataclass

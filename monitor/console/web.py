@@ -18,9 +18,12 @@ import json
 import re
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
+from ipaddress import ip_network
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import BodyPartReader, web
 
@@ -28,8 +31,9 @@ from monitor import logs
 from monitor.alerts.outbox import Outbox
 from monitor.alerts.snapshots import Snapshots
 from monitor.board import Board
-from monitor.config import ConsoleConfig, UserConfig
-from monitor.console.auth import COOKIE, SESSION_SECONDS, LoginThrottle, Session, Signer
+from monitor.config import ConsoleConfig, ServerConfig
+from monitor.console.auth import COOKIE, SESSION_SECONDS, LoginThrottle, Session, Signer, client_address
+from monitor.console.revoked import Revoked
 from monitor.console.scans import MAX_TARGETS, ScanRejected, Scans, display_name, scan_targets
 from monitor.feedback import VERDICTS, Feedback, Judgement
 from monitor.metrics import Metrics
@@ -46,6 +50,8 @@ SCAN_ID = re.compile(r"^[0-9a-f]{16}$")
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "[::1]", "::1")
 MAX_QUEUED_SCANS = 5
 MAX_FIELD_BYTES = 8192
+CHECKS_AT_ONCE = 2  # password checks running (each holds 32 MiB)
+CHECKS_WAITING = 6  # and waiting for one of those; past it a login is 429 at once, unhashed
 LIVE_PERIOD_S = 1.0  # the Cameras page hears of changes at most this often
 SESSION_KEY: web.RequestKey[Session | None] = web.RequestKey("session")
 
@@ -73,19 +79,28 @@ async def _nosniff(request: web.Request, response: web.StreamResponse) -> None:
 
 
 class Console:
-    def __init__(self, cfg: ConsoleConfig, users: list[UserConfig], key: bytes, board: Board,
+    def __init__(self, cfg: ConsoleConfig, server: ServerConfig, key: bytes, board: Board,
                  outbox: Outbox, snapshots: Snapshots | None, feedback: Feedback, scans: Scans,
-                 metrics: Metrics, *, shard: str | None = None, secure_cookie: bool = False) -> None:
+                 revoked: Revoked, metrics: Metrics, *, shard: str | None = None) -> None:
         self.cfg = cfg
-        self.users = {u.name: u.password_hash.get_secret_value() for u in users}
+        self.users = {u.name: u.password_hash.get_secret_value() for u in server.users}
         self.signer = Signer(key)
+        self.revoked = revoked
+        # Behind https the cookie is sent only over TLS.
+        self.secure_cookie = (server.public_url or "").startswith("https://")
+        # The hosts our own pages are served from: a state change from any other is refused.
+        self.public_host = urlsplit(server.public_url).netloc.lower() if server.public_url else None
+        self.trusted_proxies = [ip_network(p, strict=False) for p in server.trusted_proxies]
+        # Password checks (scrypt: 32 MiB, ~0.1 s each) in a pool of their own, never the
+        # default one that preprocessing and the outbox use; a flood waits for none of it.
+        self._checks = ThreadPoolExecutor(CHECKS_AT_ONCE, thread_name_prefix="password-check")
+        self._checking = 0
         self.board = board
         self.outbox = outbox
         self.snapshots = snapshots
         self.feedback = feedback
         self.scans = scans
         self.metrics = metrics
-        self.secure_cookie = secure_cookie
         self.shard = shard  # "I/N" when this replica runs one shard of the streams
         self.throttle = LoginThrottle()
         self._uploading = 0  # uploads being received now
@@ -127,7 +142,9 @@ class Console:
             return await handler(request)
         if not self.login_required and request.host.rsplit(":", 1)[0] not in LOCAL_HOSTS:
             raise _error(403, "the console without users answers only to localhost")
-        session = self.signer.session(request.cookies.get(COOKIE), time.time())
+        if request.method not in ("GET", "HEAD") and not self._same_site(request):
+            raise _error(403, "a request from another site")
+        session = self._valid(self.signer.session(request.cookies.get(COOKIE), time.time()))
         request[SESSION_KEY] = session
         if not path.startswith("/api/") or path in ("/api/login", "/api/session"):
             return await handler(request)
@@ -139,6 +156,35 @@ class Console:
             if session is None or not hmac.compare_digest(token.encode("utf-8", "replace"), expected):
                 raise _error(403, "missing or wrong X-CSRF-Token")
         return await handler(request)
+
+    def _valid(self, session: Session | None) -> Session | None:
+        """The session, unless logged out, or its user removed or given a new password since."""
+        if session is None or session.nonce in self.revoked:
+            return None
+        if session.user is None:
+            return None if self.login_required else session
+        stored = self.users.get(session.user)
+        if stored is None or not hmac.compare_digest(session.generation,
+                                                     self.signer.generation(session.user, stored)):
+            return None
+        return session
+
+    def _same_site(self, request: web.Request) -> bool:
+        """A browser names the page that sent a request (Origin, else Referer): it must be ours.
+        Neither header: not a browser's cross-site form, which always sends Origin."""
+        source = request.headers.get("Origin") or request.headers.get("Referer")
+        if source is None:
+            return True
+        host = urlsplit(source).netloc.lower()
+        return bool(host) and host in (request.host.lower(), self.public_host)
+
+    def client(self, request: web.Request) -> str:
+        return client_address(request.remote, request.headers.get("X-Forwarded-For"),
+                              self.trusted_proxies)
+
+    def close(self) -> None:
+        self._checks.shutdown(wait=False, cancel_futures=True)
+        self.revoked.close()
 
     def _set_cookie(self, response: web.Response, session: Session) -> None:
         response.set_cookie(COOKIE, self.signer.cookie(session), max_age=SESSION_SECONDS, httponly=True,
@@ -158,30 +204,40 @@ class Console:
         return response
 
     async def _login(self, request: web.Request) -> web.Response:
-        address = request.remote or "?"
+        address = self.client(request)
         wait = self.throttle.wait(address, time.time())
         if wait > 0:
-            raise web.HTTPTooManyRequests(
-                text=json.dumps({"error": f"too many failed logins; try again in {wait:.0f} s"}),
-                content_type="application/json", headers={"Retry-After": str(int(wait) + 1)})
+            raise _too_many(f"too many failed logins; try again in {wait:.0f} s", wait)
+        if self._checking >= CHECKS_AT_ONCE + CHECKS_WAITING:
+            raise _too_many("too many logins at once; try again in a second", 1.0)
+        # Counted as failed until it succeeds: attempts in flight count against the throttle,
+        # so a burst is not all heard before the first of it fails.
+        self.throttle.failed(address, time.time())
         body = await _body_json(request)
         name, password = body.get("name"), body.get("password")
-        if not isinstance(name, str) or not isinstance(password, str):
-            raise _error(400, 'send JSON {"name": ..., "password": ...}')
+        if not isinstance(name, str) or not isinstance(password, str) or not _text(name + password):
+            raise _error(400, 'send JSON {"name": ..., "password": ...} (text, at most 1024 characters)')
         stored = self.users.get(name)
-        ok = await asyncio.to_thread(check_password, password, stored or dummy_hash())
+        self._checking += 1
+        try:
+            ok = await asyncio.get_running_loop().run_in_executor(
+                self._checks, check_password, password, stored or dummy_hash())
+        finally:
+            self._checking -= 1
         if stored is None or not ok:
-            self.throttle.failed(address, time.time())
             self._log.warning("console login refused", user=name[:64], address=address)
             raise _error(401, "wrong name or password")
         self.throttle.succeeded(address)
-        session = self.signer.new_session(name, time.time())
+        session = self.signer.new_session(name, time.time(), self.signer.generation(name, stored))
         self._log.info("console login", user=name, address=address)
         response = _json({"user": name, "csrf_token": self.signer.csrf(session), "shard": self.shard})
         self._set_cookie(response, session)
         return response
 
     async def _logout(self, request: web.Request) -> web.Response:
+        session: Session | None = request[SESSION_KEY]
+        if session is not None:  # the cookie is void from now on, wherever a copy of it is
+            await asyncio.to_thread(self.revoked.revoke, session.nonce, session.expires)
         response = _json({"user": None})
         response.del_cookie(COOKIE, path="/")
         return response
@@ -407,11 +463,25 @@ async def _read_small(part: BodyPartReader) -> str:
 async def _body_json(request: web.Request) -> dict[str, Any]:
     try:
         data = await request.json()
-    except (ValueError, UnicodeDecodeError):
-        raise _error(400, "the body is not JSON") from None
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise _error(400, "the body is not JSON (or nested too deeply)") from None
     if not isinstance(data, dict):
         raise _error(400, "the body must be a JSON object")
     return data
+
+
+def _text(text: str) -> bool:
+    """Short text that can be encoded (JSON may hold a lone surrogate, "\\ud800")."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return len(text) <= 1024
+
+
+def _too_many(message: str, wait: float) -> web.HTTPException:
+    return web.HTTPTooManyRequests(text=json.dumps({"error": message}), content_type="application/json",
+                                   headers={"Retry-After": str(int(wait) + 1)})
 
 
 def _int(text: str | None, default: Any, low: int, high: int) -> Any:
