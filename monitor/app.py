@@ -146,6 +146,7 @@ class Daemon:
         self._reload_requested.set()
 
     async def run(self, shutdown: asyncio.Event) -> int:
+        asyncio.get_running_loop().set_exception_handler(logs.LoopErrors())
         async with AsyncExitStack() as stack:
             parts = await self._startup(stack)
             await self._main_loop(parts, shutdown)

@@ -6,8 +6,10 @@ carries the stream's name without passing a logger around.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
+import time
 from typing import Any, Literal, TextIO
 
 import structlog
@@ -71,3 +73,26 @@ class Repeats:
 
     def left_out(self) -> int:
         return sum(self._left_out.values())
+
+
+class LoopErrors:
+    """The event loop's own error reports, each kind logged at most once a minute.
+
+    Out of file descriptors, asyncio reports a failed accept() for every listening
+    socket and retry, and aiohttp one per connection it could not make: 200,000
+    tracebacks a minute in one test. Set with ``loop.set_exception_handler``.
+    """
+
+    def __init__(self) -> None:
+        self._repeats = Repeats()
+        self._log = get("monitor.loop")
+
+    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        message = str(context.get("message") or "event loop error")[:80]
+        left_out = self._repeats.check(message, time.monotonic())
+        if left_out is None:
+            return
+        exc = context.get("exception")
+        self._log.error(message, error=f"{type(exc).__name__}: {exc}" if exc else None,
+                        left_out=left_out, exc_info=exc if isinstance(exc, BaseException) else None)
+

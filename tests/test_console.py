@@ -367,7 +367,8 @@ _HASHES: dict[str, str] = {}  # password -> its hash, made once: a restart reads
 
 def _with_users(tmp_path: Path, fake: FakeVLM, clip: Path, users: dict[str, str], **server: Any) -> str:
     hashes = {p: _HASHES.setdefault(p, hash_password(p, n=2**10)) for p in users.values()}
-    return config_doc(tmp_path, fake, [{"name": "yard", "url": str(clip), "targets": [RED]}],
+    # Real time: the daemon runs while the test does (it stops when its last stream ends).
+    return config_doc(tmp_path, fake, [{"name": "yard", "url": str(clip), "targets": [RED], "realtime": True}],
                       server={"users": [{"name": n, "password_hash": hashes[p]} for n, p in users.items()],
                               **server})
 
@@ -441,10 +442,69 @@ async def test_cross_site_and_malformed_logins_are_one_line_refusals(
                                  headers={"Origin": "http://evil.example", "Content-Type": "text/plain"})
         assert forged.status_code == 403 and "vlm_session" not in forged.cookies
         own = f"http://127.0.0.1:{daemon.http.port if daemon.http else 0}"
-        deep = await http.post("/api/login", content="[" * 200_000, headers={"Origin": own})
+        deep = await http.post("/api/login", content="[" * 50_000, headers={"Origin": own})
         assert deep.status_code == 400 and "JSON" in deep.json()["error"]
         surrogate = await http.post("/api/login", content='{"name": "ops", "password": "\\ud800"}',
                                     headers={"Content-Type": "application/json"})
         assert surrogate.status_code == 400
         good = await http.post("/api/login", json={"name": "ops", "password": PASSWORD}, headers={"Origin": own})
         assert good.status_code == 200
+
+
+async def _slow_post(port: int, path: str, declared: int, every: float,
+                     headers: dict[str, str]) -> tuple[str, float]:
+    """A POST that declares ``declared`` bytes and sends one every ``every`` s: the status
+    line it got, and after how long."""
+    began = time.monotonic()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        more = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        writer.write(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+                     f"{more}Content-Length: {declared}\r\n\r\n".encode())
+        await writer.drain()
+        status = asyncio.ensure_future(reader.readline())
+        while not status.done():
+            writer.write(b" ")
+            await writer.drain()
+            await asyncio.wait([status], timeout=every)
+        return status.result().decode().strip(), time.monotonic() - began
+    finally:
+        writer.close()
+
+
+async def test_a_slow_body_is_cut_off_and_one_client_holds_few_requests(
+        tmp_path: Path, clips: dict[str, Path], fake_vlm: FakeVLM, monkeypatch: pytest.MonkeyPatch) -> None:
+    from monitor.console import web
+
+    monkeypatch.setattr(web, "GRACE_S", 2.0)
+    monkeypatch.setattr(web, "MIN_RATE", 100)
+    monkeypatch.setattr(web, "PER_CLIENT", 8)
+    doc = _with_users(tmp_path, fake_vlm, clips["red"], {"ops": PASSWORD})
+    async with running(doc) as (daemon, _, http):
+        assert daemon.http is not None
+        port = daemon.http.port
+        login = await http.post("/api/login", json={"name": "ops", "password": PASSWORD})
+        own = {"Cookie": f"vlm_session={login.cookies['vlm_session']}",
+               "X-CSRF-Token": login.json()["csrf_token"]}
+        feedback = "/api/events/" + "0" * 32 + "/feedback"  # reads its body before anything else
+        # A byte every 0.2 s of a 100 kB body: 408 once the grace and the pace run out.
+        line, took = await _slow_post(port, feedback, 100_000, 0.2, own)
+        assert line == "HTTP/1.1 408 Request Timeout" and took < 10, (line, took)
+        # Twelve at once from one address: eight are held (until their pace runs out), the
+        # rest refused at once; /healthz answers throughout.
+        slow = [asyncio.ensure_future(_slow_post(port, feedback, 100_000, 0.5, own)) for _ in range(12)]
+        refused = [r for r in await asyncio.gather(*slow) if r[0].startswith("HTTP/1.1 429")]
+        assert len(refused) == 4 and all(took < 1.5 for _, took in refused), refused
+        assert (await http.get("/healthz")).status_code == 200
+
+
+async def test_uploads_at_once_never_pass_the_queue_bound(
+        tmp_path: Path, clips: dict[str, Path], fake_vlm: FakeVLM) -> None:
+    doc = config_doc(tmp_path, fake_vlm, [{"name": "a", "url": str(clips["red"]), "targets": [RED],
+                                           "realtime": True}])
+    video = clips["empty"].read_bytes()
+    async with running(doc) as (_, _, http):
+        headers = await session(http)
+        answers = await asyncio.gather(*[scan_upload(http, headers, f"{i}.mp4", video, "red") for i in range(12)])
+        codes = [a.status_code for a in answers]
+        assert codes.count(202) == 5 and codes.count(429) == 7, codes  # MAX_QUEUED_SCANS

@@ -157,3 +157,26 @@ def test_library_log_lines_are_one_json_line_each() -> None:
     assert len(lines) == 1
     line = json.loads(lines[0])
     assert line["event"] == "Error handling request" and "ValueError" in line["exception"]
+
+
+async def test_the_loops_own_errors_are_one_line_a_minute_per_kind() -> None:
+    import io
+
+    from monitor import logs
+
+    out = io.StringIO()
+    logs.configure("info", "json", stream=out)
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(logs.LoopErrors())
+    try:
+        for _ in range(1000):  # what running out of descriptors makes of every accept() try
+            loop.call_exception_handler({"message": "socket.accept() out of system resource",
+                                         "exception": OSError(24, "Too many open files")})
+        loop.call_exception_handler({"message": "Task exception was never retrieved",
+                                     "exception": ValueError("x")})
+    finally:
+        loop.set_exception_handler(None)
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [line["event"] for line in lines] == ["socket.accept() out of system resource",
+                                                 "Task exception was never retrieved"]
+    assert "Too many open files" in lines[0]["error"] and lines[0]["left_out"] == 0

@@ -93,6 +93,7 @@ def test_no_notify_socket_means_no_notifications() -> None:
 def test_systemd_unit_verifies(tmp_path: Path) -> None:
     unit = (ROOT / "systemd" / "vlm-monitor.service").read_text()
     assert "Type=notify" in unit and "WatchdogSec=" in unit and "DynamicUser=yes" in unit
+    assert "\nLimitNOFILE=65536\n" in unit  # above 1024: slow clients must not starve the cameras
     # verify checks that ExecStart exists: point it at this checkout's install.
     local = tmp_path / "vlm-monitor.service"
     local.write_text(unit.replace("/opt/vlm-monitor/venv/bin/vlm-monitor",

@@ -19,13 +19,14 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from importlib import resources
 from ipaddress import ip_network
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from aiohttp import BodyPartReader, web
+from aiohttp import BodyPartReader, MultipartReader, web
 
 from monitor import logs
 from monitor.alerts.outbox import Outbox
@@ -50,6 +51,12 @@ SCAN_ID = re.compile(r"^[0-9a-f]{16}$")
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "[::1]", "::1")
 MAX_QUEUED_SCANS = 5
 MAX_FIELD_BYTES = 8192
+# A request body must keep coming (a byte every few seconds would hold its connection, and a
+# descriptor, forever): its first bytes within GRACE_S, then MIN_RATE bytes a second on average.
+GRACE_S = 10.0
+MIN_RATE = 16 * 1024
+MAX_JSON_BYTES = 64 * 1024
+PER_CLIENT = 32  # requests in progress from one client address (a browser needs a few)
 CHECKS_AT_ONCE = 2  # password checks running (each holds 32 MiB)
 CHECKS_WAITING = 6  # and waiting for one of those; past it a login is 429 at once, unhashed
 LIVE_PERIOD_S = 1.0  # the Cameras page hears of changes at most this often
@@ -65,6 +72,36 @@ def _error(status: int, message: str) -> web.HTTPException:
     exc = cls(text=json.dumps({"error": message}), content_type="application/json")
     exc.set_status(status)
     return exc
+
+
+class Pace:
+    """How long the rest of a body may take: ``GRACE_S``, plus a second per ``MIN_RATE``
+    bytes already received, from the start. Pure."""
+
+    def __init__(self, now: float) -> None:
+        self.started = now
+        self.received = 0
+
+    def left(self, now: float) -> float:
+        return self.started + GRACE_S + self.received / MIN_RATE - now
+
+    async def read_part(self, reader: MultipartReader) -> Any:
+        """The next part of a form (its headers arrive at the same pace)."""
+        try:
+            async with asyncio.timeout(max(0.0, self.left(time.monotonic()))):
+                return await reader.next()
+        except TimeoutError:
+            raise _error(408, "the request body came too slowly") from None
+
+    async def read(self, read: Callable[[], Awaitable[bytes]]) -> bytes:
+        """One read of the body, or 408 when it comes too slowly."""
+        try:
+            async with asyncio.timeout(max(0.0, self.left(time.monotonic()))):
+                chunk = await read()
+        except TimeoutError:
+            raise _error(408, "the request body came too slowly") from None
+        self.received += len(chunk)
+        return chunk
 
 
 def _jpeg(body: bytes) -> web.Response:
@@ -95,6 +132,7 @@ class Console:
         # default one that preprocessing and the outbox use; a flood waits for none of it.
         self._checks = ThreadPoolExecutor(CHECKS_AT_ONCE, thread_name_prefix="password-check")
         self._checking = 0
+        self._requests: dict[str, int] = {}  # client address -> requests in progress
         self.board = board
         self.outbox = outbox
         self.snapshots = snapshots
@@ -144,6 +182,18 @@ class Console:
             raise _error(403, "the console without users answers only to localhost")
         if request.method not in ("GET", "HEAD") and not self._same_site(request):
             raise _error(403, "a request from another site")
+        address = self.client(request)
+        if self._requests.get(address, 0) >= PER_CLIENT:
+            raise _too_many(f"more than {PER_CLIENT} requests at once from one address", 1.0)
+        self._requests[address] = self._requests.get(address, 0) + 1
+        try:
+            return await self._guarded(request, handler)
+        finally:
+            if (left := self._requests.pop(address) - 1) > 0:
+                self._requests[address] = left
+
+    async def _guarded(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        path = request.path
         session = self._valid(self.signer.session(request.cookies.get(COOKIE), time.time()))
         request[SESSION_KEY] = session
         if not path.startswith("/api/") or path in ("/api/login", "/api/session"):
@@ -404,21 +454,24 @@ class Console:
             reader = await request.multipart()
         except (AssertionError, ValueError, KeyError):
             raise _error(400, "send multipart/form-data with a `video` file and `targets`") from None
-        scan_id, path = await asyncio.to_thread(self.scans.new_folder)
-        self._uploading += 1
+        self._uploading += 1  # before the first await: counted by every upload checked after it
+        scan_id: str | None = None
         try:
+            new_id, path = await asyncio.to_thread(self.scans.new_folder)
+            scan_id = new_id
+            pace = Pace(time.monotonic())
             texts: list[str] = []
             name: str | None = None
-            while (part := await reader.next()) is not None:
+            while (part := await pace.read_part(reader)) is not None:
                 if not isinstance(part, BodyPartReader):
                     raise _error(400, "nested multipart is not accepted")
                 if part.name == "video":
                     name = display_name(part.filename)
-                    await _save_part(part, path, limit, self.cfg.upload_max_mb)
+                    await _save_part(part, path, limit, self.cfg.upload_max_mb, pace)
                 elif part.name in ("targets", "target", "find"):
                     if len(texts) > MAX_TARGETS:
                         raise _error(400, f"at most {MAX_TARGETS} targets per scan")
-                    texts.extend((await _read_small(part)).splitlines())
+                    texts.extend((await _read_small(part, pace)).splitlines())
                 else:
                     raise _error(400, f"unexpected form field {str(part.name)[:40]!r}")
             if name is None:
@@ -428,20 +481,21 @@ class Console:
                 duration = await asyncio.to_thread(probe_video, path)
             except (ScanRejected, SourceError) as e:
                 raise _error(400, f"{name}: {e}") from None
+            scan = self.scans.submit(new_id, name, targets, duration)
         except BaseException:
-            await asyncio.to_thread(self.scans.discard, scan_id)
+            if scan_id is not None:
+                await asyncio.to_thread(self.scans.discard, scan_id)
             raise
         finally:
             self._uploading -= 1
-        scan = self.scans.submit(scan_id, name, targets, duration)
         return _json({"id": scan.id, **scan.summary()}, status=202)
 
 
-async def _save_part(part: BodyPartReader, path: Path, limit: int, limit_mb: float) -> None:
+async def _save_part(part: BodyPartReader, path: Path, limit: int, limit_mb: float, pace: Pace) -> None:
     """Write the upload as it arrives; past the limit, stop reading and answer 413."""
     size = 0
-    with path.open("wb") as f:
-        while chunk := await part.read_chunk(1 << 20):
+    with await asyncio.to_thread(path.open, "wb") as f:
+        while chunk := await pace.read(partial(part.read_chunk, 1 << 20)):
             size += len(chunk)
             if size > limit:
                 raise _error(413, f"the upload is larger than the limit of {limit_mb:g} MB")
@@ -450,10 +504,10 @@ async def _save_part(part: BodyPartReader, path: Path, limit: int, limit_mb: flo
         raise _error(400, "the uploaded file is empty")
 
 
-async def _read_small(part: BodyPartReader) -> str:
+async def _read_small(part: BodyPartReader, pace: Pace) -> str:
     """A text field of the form, refused past a few KB (the whole part is never held)."""
     data = b""
-    while chunk := await part.read_chunk(4096):
+    while chunk := await pace.read(partial(part.read_chunk, 4096)):
         data += chunk
         if len(data) > MAX_FIELD_BYTES:
             raise _error(400, f"the {part.name} field is longer than {MAX_FIELD_BYTES} bytes")
@@ -461,8 +515,14 @@ async def _read_small(part: BodyPartReader) -> str:
 
 
 async def _body_json(request: web.Request) -> dict[str, Any]:
+    """The body as a JSON object: read at the body's pace (``Pace``), at most MAX_JSON_BYTES."""
+    pace, body = Pace(time.monotonic()), bytearray()
+    while chunk := await pace.read(partial(request.content.read, 1 << 14)):
+        body += chunk
+        if len(body) > MAX_JSON_BYTES:
+            raise _error(413, f"the body is over {MAX_JSON_BYTES} bytes")
     try:
-        data = await request.json()
+        data = json.loads(body)
     except (ValueError, UnicodeDecodeError, RecursionError):
         raise _error(400, "the body is not JSON (or nested too deeply)") from None
     if not isinstance(data, dict):
