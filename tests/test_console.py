@@ -19,6 +19,7 @@ from monitor.app import Daemon
 from monitor.config import parse_config
 from monitor.metrics import Metrics
 from monitor.passwords import hash_password
+from tests.clips import make_clip
 from tests.conftest import cli
 from tests.fakes.vllm import FakeVLM
 
@@ -498,13 +499,15 @@ async def test_a_slow_body_is_cut_off_and_one_client_holds_few_requests(
         assert (await http.get("/healthz")).status_code == 200
 
 
-async def test_uploads_at_once_never_pass_the_queue_bound(
+async def test_uploads_at_once_never_pass_the_queue_bound_nor_the_pixel_limit(
         tmp_path: Path, clips: dict[str, Path], fake_vlm: FakeVLM) -> None:
     doc = config_doc(tmp_path, fake_vlm, [{"name": "a", "url": str(clips["red"]), "targets": [RED],
-                                           "realtime": True}])
-    video = clips["empty"].read_bytes()
+                                           "realtime": True}], console={"max_upload_pixels": 320 * 240})
+    video = make_clip(tmp_path / "small.mp4", red=None, seconds=3.0, size=(320, 240)).read_bytes()
     async with running(doc) as (_, _, http):
         headers = await session(http)
+        big = await scan_upload(http, headers, "4k.mp4", clips["empty"].read_bytes(), "red")
+        assert big.status_code == 400 and "its frames are 1280x720" in big.json()["error"]
         answers = await asyncio.gather(*[scan_upload(http, headers, f"{i}.mp4", video, "red") for i in range(12)])
         codes = [a.status_code for a in answers]
         assert codes.count(202) == 5 and codes.count(429) == 7, codes  # MAX_QUEUED_SCANS

@@ -144,3 +144,17 @@ def test_availability_holds_off_and_says_when_stream_down_falls_due() -> None:
     assert a.poll(99.0) is None  # once
     assert a.update(True, 100.0) == "stream_up"
     assert a.update(False, 101.0) is None and a.update(True, 102.0) is None  # a blip: nothing
+
+
+def test_frames_over_the_pixel_limit_are_refused_before_decoding(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from monitor.sources import files
+
+    clip = make_clip(tmp_path / "c.mp4", seconds=1, size=(320, 240), fps=5)
+    assert files.probe_video(clip, 320 * 240) is not None
+    with pytest.raises(SourceError, match=r"its frames are 320x240, larger than the 0\.1 megapixels"):
+        files.probe_video(clip, 320 * 239)
+    monkeypatch.setattr(files, "MAX_PIXELS", 160 * 120)  # a recording named in the config
+    reader = FileReader(clip, 1.0)
+    with pytest.raises(SourceError, match=r"c\.mp4: its frames are 320x240"):
+        reader.open()

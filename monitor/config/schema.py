@@ -393,6 +393,9 @@ class ConsoleConfig(_Model):
     enabled: bool = True
     recent_samples: int = Field(300, ge=10, le=5000)  # per camera, in memory, for "why no alert?"
     upload_max_mb: float = Field(2048.0, gt=0)
+    # An upload's frames may be at most this big (a small file can hold huge frames that take
+    # gigabytes to decode); refused with 400 before any frame is decoded.
+    max_upload_pixels: int = Field(4096 * 2160, ge=64 * 64, le=7680 * 4320)
     scans_keep: int = Field(20, ge=1, le=1000)  # finished scans kept in the state directory
     scans_max_total_mb: float = Field(1024.0, gt=0)  # their results' thumbnails, all together
     # Model slots a scan may hold at once; it takes them only when no camera is waiting.

@@ -478,7 +478,7 @@ class Console:
                 raise _error(400, "no `video` file in the form")
             try:
                 targets = scan_targets(texts)
-                duration = await asyncio.to_thread(probe_video, path)
+                duration = await asyncio.to_thread(probe_video, path, self.cfg.max_upload_pixels)
             except (ScanRejected, SourceError) as e:
                 raise _error(400, f"{name}: {e}") from None
             scan = self.scans.submit(new_id, name, targets, duration)

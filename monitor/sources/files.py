@@ -23,6 +23,10 @@ from monitor import logs
 from monitor.sources.base import Frame, Sample, SourceError
 from monitor.urls import file_path
 
+# A recording's frames are refused past this size, before any is decoded: one 8192x8192
+# H.264 frame (a 198 KB file) took 1.2 GB to decode and convert. 8K still passes.
+MAX_PIXELS = 7680 * 4320
+
 # Our own one-line errors replace OpenCV's warnings ("can't be used to capture by name").
 cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 
@@ -88,6 +92,10 @@ class FileReader:
             if not cap.isOpened():
                 cap.release()
                 raise SourceError(f"cannot open as a video (corrupt or unsupported): {self.path}")
+            width, height = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+            if (why := too_large(width, height, MAX_PIXELS)) is not None:
+                cap.release()
+                raise SourceError(f"{self.path.name}: {why}")
             self._cap = cap
             self._fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
 
@@ -150,8 +158,17 @@ async def file_samples(url: str, interval: float, *, realtime: bool = False,
         await asyncio.to_thread(reader.close)
 
 
-def probe_video(path: Path) -> float | None:
-    """Check that the file is a video with a decodable frame; its length in seconds, if stated.
+def too_large(width: int, height: int, max_pixels: int) -> str | None:
+    """Why frames of this size are refused, or None. Pure."""
+    if width * height <= max_pixels:
+        return None
+    return f"its frames are {width}x{height}, larger than the {max_pixels / 1e6:.1f} megapixels allowed"
+
+
+def probe_video(path: Path, max_pixels: int = MAX_PIXELS) -> float | None:
+    """Check that the file is a video with a decodable frame of at most ``max_pixels``; its
+    length in seconds, if stated. The size is read from the stream's header, before a frame
+    is decoded.
 
     Raises SourceError in one line (a text file renamed .mp4, a truncated upload).
     """
@@ -160,6 +177,9 @@ def probe_video(path: Path) -> float | None:
             if not container.streams.video:
                 raise SourceError("the file has no video stream")
             stream = container.streams.video[0]
+            if (why := too_large(stream.codec_context.width, stream.codec_context.height,
+                                 max_pixels)) is not None:
+                raise SourceError(why)
             for _ in container.decode(stream):
                 break
             else:
