@@ -204,6 +204,11 @@ def test_bad_polygons_and_time_zones_are_config_errors() -> None:
         parse_config(yaml.safe_dump(bad), "t")
     with pytest.raises(ConfigError, match="time zone"):
         parse_config(yaml.safe_dump({**doc(), "timezone": "Mars/Olympus"}), "t")
+    # Three equal points, or points in a line, enclose nothing: the target could never alert.
+    for degenerate in ([[0.3, 0.3]] * 3, [[0.1, 0.1], [0.5, 0.5], [0.9, 0.9]], [[0.1, 0.1], [0.12, 0.1], [0.1, 0.12]]):
+        bad["streams"][0]["zones"][0]["polygon"] = degenerate  # type: ignore[index]
+        with pytest.raises(ConfigError, match=r"streams\[0\]\.zones\[0\]: .*zone 'gate' covers 0\.0"):
+            parse_config(yaml.safe_dump(bad), "t")
 
 
 def test_zones_schedules_and_the_time_zone_reload_by_restarting_their_stream() -> None:

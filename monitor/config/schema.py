@@ -153,6 +153,15 @@ class Target(_Model):
         return self.description or self.name
 
 
+MIN_ZONE_AREA = 0.001  # of the frame: ~45x45 px at 1080p
+
+
+def polygon_area(points: list[tuple[float, float]]) -> float:
+    """The area a polygon encloses (shoelace formula), in the units of its points squared."""
+    twice = sum(x1 * y2 - x2 * y1 for (x1, y1), (x2, y2) in zip(points, points[1:] + points[:1], strict=True))
+    return abs(twice) / 2
+
+
 class ZoneConfig(_Model):
     name: Name
     polygon: list[tuple[float, float]] = Field(min_length=3, max_length=100)
@@ -164,6 +173,16 @@ class ZoneConfig(_Model):
             if not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):
                 raise ValueError(f"point [{x:g}, {y:g}] is outside the frame: coordinates are 0 to 1")
         return v
+
+    @model_validator(mode="after")
+    def _has_area(self) -> ZoneConfig:
+        # Three equal or collinear points passed, and the model was shown a 28x28 grey image:
+        # the target could never alert.
+        share = polygon_area(self.polygon)
+        if share < MIN_ZONE_AREA:
+            raise ValueError(f"zone {self.name!r} covers {share:.3%} of the frame, less than the "
+                             f"{MIN_ZONE_AREA:.1%} a zone needs (are its points in a line?)")
+        return self
 
 
 class StreamConfig(_Model):
