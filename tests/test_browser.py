@@ -173,3 +173,11 @@ async def test_scan_page_streams_rows_and_finds_the_first_second(
         await page.goto("/#/scan")
         await expect(page.locator("#scans tbody tr")).to_have_count(1)
         await expect(page.locator("#scans tbody tr td").nth(2)).to_have_text("done")
+
+        # A scan that does not exist (a stale link): said once, and not asked about again.
+        asked: list[str] = []
+        page.on("request", lambda r: asked.append(r.url) if "/api/scans/0000" in r.url else None)
+        await page.goto("/#/scan/0000000000000000")
+        await expect(page.locator("#scan-status")).to_contain_text("no such scan")
+        await asyncio.sleep(2.5)
+        assert len(asked) == 1, asked

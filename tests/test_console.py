@@ -511,3 +511,17 @@ async def test_uploads_at_once_never_pass_the_queue_bound_nor_the_pixel_limit(
         answers = await asyncio.gather(*[scan_upload(http, headers, f"{i}.mp4", video, "red") for i in range(12)])
         codes = [a.status_code for a in answers]
         assert codes.count(202) == 5 and codes.count(429) == 7, codes  # MAX_QUEUED_SCANS
+
+
+async def test_an_open_console_answers_only_to_its_own_names(
+        tmp_path: Path, clips: dict[str, Path], fake_vlm: FakeVLM) -> None:
+    doc = config_doc(tmp_path, fake_vlm, [{"name": "yard", "url": str(clips["red"]), "targets": [RED],
+                                           "realtime": True}])
+    async with running(doc) as (daemon, _, http):
+        port = daemon.http.port if daemon.http else 0
+        for host in ("127.0.0.1", f"127.0.0.1:{port}", "localhost", "[::1]", f"[::1]:{port}"):
+            assert (await http.get("/api/session", headers={"Host": host})).status_code == 200, host
+        # DNS rebinding: another site's name, now pointing here, reads nothing, /metrics included.
+        for path in ("/api/cameras", "/metrics", "/"):
+            answer = await http.get(path, headers={"Host": f"rebound.example:{port}"})
+            assert answer.status_code == 403, path

@@ -176,10 +176,12 @@ class Console:
     @web.middleware
     async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         path = request.path
+        # An open console (loopback, no users) answers only to its own names, /metrics too:
+        # a page on another site whose name now points here (DNS rebinding) reads nothing.
+        if not self.login_required and _hostname(request.host) not in LOCAL_HOSTS:
+            raise _error(403, "the console without users answers only to localhost")
         if path in ("/metrics", "/healthz", "/readyz"):
             return await handler(request)
-        if not self.login_required and request.host.rsplit(":", 1)[0] not in LOCAL_HOSTS:
-            raise _error(403, "the console without users answers only to localhost")
         if request.method not in ("GET", "HEAD") and not self._same_site(request):
             raise _error(403, "a request from another site")
         address = self.client(request)
@@ -528,6 +530,13 @@ async def _body_json(request: web.Request) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise _error(400, "the body must be a JSON object")
     return data
+
+
+def _hostname(host: str) -> str:
+    """The name in a Host header, without its port: ``[::1]:9108`` and ``[::1]`` are ``[::1]``."""
+    if host.startswith("["):
+        return host[:host.find("]") + 1] if "]" in host else host
+    return host.rsplit(":", 1)[0]
 
 
 def _text(text: str) -> bool:

@@ -391,7 +391,14 @@ function showScan(id) {
   state.timers.push(timer);
   update();
   async function update() {
-    const s = await api(`/api/scans/${id}?since=${since}`);
+    let s;
+    try {
+      s = await api(`/api/scans/${id}?since=${since}`);
+    } catch (e) {  // an unknown or removed scan: say so once, and stop asking
+      clearInterval(timer);
+      status.textContent = `${e.message}`;
+      return;
+    }
     title.textContent = `Scan of ${s.name}`;
     for (const row of s.samples) {
       samples.push(row);
