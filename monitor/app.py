@@ -255,7 +255,7 @@ class Daemon:
         scans.load()
         feedback = Feedback(state_dir / "feedback.sqlite3")
         for (stream, target, verdict), n in feedback.counts().items():
-            self.metrics.feedback.labels(stream, target, verdict).inc(n)
+            self.metrics.feedback.labels(stream, target, verdict).set(n)
         console = Console(cc, config.server, load_key(state_dir / "console.key"), board, outbox,
                           snapshots, feedback, scans, Revoked(state_dir / "sessions.sqlite3"), self.metrics,
                           shard=str(self.shard) if self.shard else None)

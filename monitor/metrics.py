@@ -126,10 +126,11 @@ class Metrics:
             buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30), registry=r)
         for result in VERIFY_RESULTS:
             self.verifications.labels(result)
-        # Started at each start from the judgements stored (see monitor.feedback).
-        self.feedback = Counter(
-            f"{PREFIX}_feedback", "Alerts judged in the console, by verdict (right, false_alarm)",
-            ["stream", "target", "verdict"], registry=r)
+        # Set at each start from the judgements stored (see monitor.feedback). A gauge: judging
+        # an alert again moves it from one verdict to the other (a counter counted each change).
+        self.feedback = Gauge(
+            f"{PREFIX}_alerts_judged", "Alerts whose judgement in the console is this verdict "
+            "(right, false_alarm)", ["stream", "target", "verdict"], registry=r)
 
         # Load: is the daemon itself keeping up?
         self.loop_lag = Histogram(

@@ -123,10 +123,14 @@ async def test_cameras_events_and_feedback_survive_a_restart(
         assert odd.status_code == 403
         headers = await session(http)
         assert (await http.post(url, json={"verdict": "maybe"}, headers=headers)).status_code == 400
-        judged = await http.post(url, json={"verdict": "false_alarm"}, headers=headers)
-        assert judged.status_code == 200, judged.text
-        assert metrics.registry.get_sample_value(
-            "vlm_monitor_feedback_total", {"stream": "yard", "target": RED, "verdict": "false_alarm"}) == 1
+        for verdict in ("false_alarm", "right", "false_alarm", "false_alarm"):  # changing one's mind
+            judged = await http.post(url, json={"verdict": verdict}, headers=headers)
+            assert judged.status_code == 200, judged.text
+
+        def judged_as(verdict: str) -> float | None:
+            return metrics.registry.get_sample_value(
+                "vlm_monitor_alerts_judged", {"stream": "yard", "target": RED, "verdict": verdict})
+        assert judged_as("false_alarm") == 1 and judged_as("right") == 0  # one alert, judged once
         events = (await http.get(f"/api/events?target={RED}")).json()
         assert next(e for e in events if e["id"] == alert["id"])["feedback"] == "false_alarm"
 
@@ -134,7 +138,7 @@ async def test_cameras_events_and_feedback_survive_a_restart(
         events = (await http.get("/api/events?event=target_detected")).json()
         assert next(e for e in events if e["id"] == alert["id"])["feedback"] == "false_alarm"
         text = (await http.get("/metrics")).text
-        assert ('vlm_monitor_feedback_total{stream="yard",target="a person wearing a red shirt",'
+        assert ('vlm_monitor_alerts_judged{stream="yard",target="a person wearing a red shirt",'
                 'verdict="false_alarm"} 1.0') in text
 
 

@@ -409,8 +409,11 @@ class Console:
         judgement = Judgement(alert.id, alert.stream, str(alert.fields["target"]), verdict,
                               str(alert.fields.get("description", "")), time.time(),
                               session.user if session else None)
-        await asyncio.to_thread(self.feedback.judge, judgement)
-        self.metrics.feedback.labels(alert.stream, judgement.target, verdict).inc()
+        before = await asyncio.to_thread(self.feedback.judge, judgement)
+        if before != verdict:
+            self.metrics.feedback.labels(alert.stream, judgement.target, verdict).inc()
+            if before is not None:
+                self.metrics.feedback.labels(alert.stream, judgement.target, before).dec()
         self._log.info("alert judged", alert_id=alert.id, stream=alert.stream,
                        target=judgement.target, verdict=verdict, user=judgement.user)
         return _json({"id": alert.id, "feedback": verdict})
