@@ -181,3 +181,19 @@ def test_the_client_behind_trusted_proxies_is_the_nearest_untrusted_hop() -> Non
     assert client_address("10.1.1.1", "198.51.100.1, 203.0.113.5", proxies) == "203.0.113.5"
     assert client_address("::1", "203.0.113.5, 10.2.2.2", proxies) == "203.0.113.5"  # through two proxies
     assert client_address("10.1.1.1", "10.3.3.3", proxies) == "10.3.3.3"  # only proxies: the farthest
+
+
+def test_a_scan_over_the_budget_goes_alone_and_the_older_ones_stay(tmp_path: Path) -> None:
+    from monitor.config import DetectionConfig, PreprocessConfig
+    from monitor.console.scans import Scan, Scans
+
+    client = VlmClient(VlmConfig(base_url="http://127.0.0.1:9/v1", max_concurrency=1), Metrics())
+    scans = Scans(tmp_path, client, DetectionConfig(), PreprocessConfig(), concurrency=1, keep=5,
+                  max_bytes=10_000)
+    for i, size in enumerate([3_000, 3_000, 3_000, 50_000]):  # the newest is over the budget alone
+        scan_id, _ = scans.new_folder()
+        (tmp_path / scan_id / "0.jpg").write_bytes(b"x" * size)
+        scans.scans[scan_id] = Scan(scan_id, f"{i}.mp4", ["red"], created=float(i), status="done")
+    scans._prune()
+    assert sorted(s.name for s in scans.scans.values()) == ["0.mp4", "1.mp4", "2.mp4"]
+    assert len(list(tmp_path.iterdir())) == 3

@@ -210,11 +210,15 @@ class Scans:
                 return await analyzer(sample)
 
         samples = file_samples(str(folder / UPLOAD_NAME), 1.0, stop=scan.stop)
+        thumbs = 0  # bytes of thumbnails written
         async for sample, result in ordered(samples, analyse, self.concurrency):
             row = self._row(sample, result, det.min_confidence)
             thumb = result.prepared.thumb if result.prepared else None
-            if thumb is not None:
+            # A long recording's thumbnails stop at the budget of all scans together, not at
+            # the end of the scan (the prune comes only then).
+            if thumb is not None and thumbs + len(thumb) <= self.max_bytes:
                 await asyncio.to_thread((folder / f"{len(scan.samples)}.jpg").write_bytes, thumb)
+                thumbs += len(thumb)
                 row["thumb"] = True
             for r in result.targets:
                 event = detectors[r.target.name].observe(r.observation(det.min_confidence), sample.offset)
@@ -256,12 +260,15 @@ class Scans:
         """Finished scans beyond the count or the total size go, oldest first."""
         finished = [s for s in self.scans.values() if s.status not in ("queued", "running")]
         finished.sort(key=lambda s: s.created, reverse=True)
-        total = 0
-        for i, scan in enumerate(finished):
-            total += _size(self.directory / scan.id)
-            if i >= self.keep or total > self.max_bytes:
-                self.discard(scan.id)
+        total = kept = 0
+        for scan in finished:
+            size = _size(self.directory / scan.id)
+            if kept >= self.keep or total + size > self.max_bytes:
+                self.discard(scan.id)  # what it held no longer counts: older scans may still fit
                 del self.scans[scan.id]
+                continue
+            total += size
+            kept += 1
 
 
 def _size(path: Path) -> int:
