@@ -180,7 +180,7 @@ async def run_variant(base: Config, suite: Suite, variant: Variant) -> Result:
             raise EvalError(f"variant {variant.name!r}: replaying the recordings failed (see the log)")
         outbox = Outbox(Path(tmp) / "outbox.sqlite3")
         try:
-            events = outbox.events(event="target_detected", limit=500)
+            events = outbox.every_event("target_detected")  # a long suite has more than a page
         finally:
             outbox.close()
     by_case: dict[str, list[float]] = {}

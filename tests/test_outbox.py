@@ -94,3 +94,14 @@ def test_a_snapshot_folder_removed_under_the_daemon_is_made_again(tmp_path: Path
     snaps = Snapshots(tmp_path / "s", max_count=3, max_age_s=100, max_bytes=10_000)
     shutil.rmtree(tmp_path / "s")
     assert snaps.save("a", b"jpeg") == "a.jpg" and snaps.read("a.jpg") == b"jpeg"
+
+
+def test_every_event_reads_past_one_page(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.sqlite3")
+    for i in range(1203):  # eval scored only the first 500 of a long suite's alerts
+        box.add(alert(stream=f"case{i}"), [])
+    box.add(Alert.stream_state("cam", False, datetime(2026, 11, 25, tzinfo=UTC), "gone"), [])
+    found = box.every_event("target_detected")
+    assert len(found) == 1203 and len({e.seq for e in found}) == 1203
+    assert [e.seq for e in found] == sorted((e.seq for e in found), reverse=True)
+    box.close()

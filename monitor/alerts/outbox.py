@@ -134,6 +134,14 @@ class Outbox:
                 f"(SELECT seq FROM alerts ORDER BY seq DESC LIMIT 1 OFFSET ?)", (HISTORY_MAX,)).rowcount
             return n
 
+    def every_event(self, event: str) -> list[StoredEvent]:
+        """All stored alerts of one kind, newest first, page by page (``events`` gives a page)."""
+        found: list[StoredEvent] = []
+        while page := self.events(event=event, before=found[-1].seq if found else None,
+                                  limit=EVENTS_PAGE_MAX):
+            found += page
+        return found
+
     def events(self, *, stream: str | None = None, target: str | None = None,
                event: str | None = None, since: float | None = None, until: float | None = None,
                before: int | None = None, after: int | None = None,
