@@ -114,6 +114,13 @@ async def test_cameras_live_tiles_events_and_false_alarm_across_a_restart(
             await expect(alert).to_be_visible(timeout=20_000)
             await expect(page.locator('.event[data-event="stream_down"]').first).to_be_visible()
             await alert.locator('button[data-verdict="false_alarm"]').click()
+            # The model's description is offered, to keep, edit or clear: only what is kept is learnt.
+            lesson = alert.locator('input[name="lesson"]')
+            said = (await alert.locator(".desc").first.text_content() or "").strip()
+            assert said and await lesson.input_value() == said[:120]
+            await lesson.fill("a red poster")
+            await shot(page, tmp_path, "false-alarm")
+            await alert.locator('.lesson button[type="submit"]').click()
             alert = page.locator('.event[data-event="target_detected"][data-stream="yard"]').first
             await expect(alert.locator(".feedback")).to_have_text("marked false alarm")
             await street.scroll_into_view_if_needed()

@@ -117,8 +117,17 @@ async def test_false_alarms_become_counter_examples_that_survive_a_restart(
     async with running(doc) as (_, _, http):
         (alert,) = await until(lambda: alerts(http))
         headers = await session(http)
-        judged = await http.post(f"/api/events/{alert['id']}/feedback", json={"verdict": "false_alarm"},
-                                 headers=headers)
+        url = f"/api/events/{alert['id']}/feedback"
+        # Only what the operator keeps is learnt: marked with no lesson, nothing goes into the prompt.
+        judged = await http.post(url, json={"verdict": "false_alarm"}, headers=headers)
+        assert judged.status_code == 200
+        seen = len(fake_vlm.requests)
+        await until(lambda: _asked_since(fake_vlm, seen))
+        assert "earlier false alarms" not in fake_vlm.requests[-1].prompt
+        too_long = await http.post(url, json={"verdict": "false_alarm", "lesson": "x" * 121}, headers=headers)
+        assert too_long.status_code == 400
+        kept = "a red poster on the wall by the door"  # the model's words, kept by the operator
+        judged = await http.post(url, json={"verdict": "false_alarm", "lesson": kept}, headers=headers)
         assert judged.status_code == 200
         seen = len(fake_vlm.requests)
         await until(lambda: _asked_since(fake_vlm, seen))

@@ -39,6 +39,7 @@ from monitor.console.scans import MAX_TARGETS, ScanRejected, Scans, display_name
 from monitor.feedback import VERDICTS, Feedback, Judgement
 from monitor.metrics import Metrics
 from monitor.passwords import check_password, dummy_hash
+from monitor.pipeline import LESSON_CHARS
 from monitor.sources.base import SourceError
 from monitor.sources.files import probe_video
 
@@ -399,16 +400,19 @@ class Console:
 
     async def _judge(self, request: web.Request) -> web.Response:
         alert_id = request.match_info["id"]
-        verdict = (await _body_json(request)).get("verdict")
+        body = await _body_json(request)
+        verdict, lesson = body.get("verdict"), body.get("lesson", "")
         if verdict not in VERDICTS:
             raise _error(400, f"verdict must be one of: {', '.join(VERDICTS)}")
+        if not isinstance(lesson, str) or not _text(lesson) or len(lesson) > LESSON_CHARS:
+            raise _error(400, f"lesson must be text of at most {LESSON_CHARS} characters")
         alert = await asyncio.to_thread(self.outbox.event, alert_id) if ALERT_ID.match(alert_id) else None
         if alert is None or alert.event != "target_detected":
             raise _error(404, "no such alert")
         session: Session | None = request[SESSION_KEY]
         judgement = Judgement(alert.id, alert.stream, str(alert.fields["target"]), verdict,
                               str(alert.fields.get("description", "")), time.time(),
-                              session.user if session else None)
+                              session.user if session else None, " ".join(lesson.split()))
         before = await asyncio.to_thread(self.feedback.judge, judgement)
         if before != verdict:
             self.metrics.feedback.labels(alert.stream, judgement.target, verdict).inc()

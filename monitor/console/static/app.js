@@ -235,7 +235,7 @@ function eventCard(ev) {
   const isAlert = ev.event === "target_detected";
   const buttons = isAlert ? h("div", { class: "actions" },
     h("button", { class: `good ${ev.feedback === "right" ? "on" : ""}`, "data-verdict": "right", onclick: () => judge(ev, "right", card) }, "Right"),
-    h("button", { class: `bad ${ev.feedback === "false_alarm" ? "on" : ""}`, "data-verdict": "false_alarm", onclick: () => judge(ev, "false_alarm", card) }, "False alarm"),
+    h("button", { class: `bad ${ev.feedback === "false_alarm" ? "on" : ""}`, "data-verdict": "false_alarm", onclick: () => askLesson(ev, card) }, "False alarm"),
     h("span", { class: "muted feedback" }, ev.feedback ? `marked ${ev.feedback.replace("_", " ")}` : "not judged yet")) : null;
   const title = isAlert ? `${ev.target}` : ev.event.replace("_", " ");
   const card = h("div", { class: "card event", "data-id": ev.id, "data-event": ev.event, "data-stream": ev.stream },
@@ -250,9 +250,22 @@ function eventCard(ev) {
   return card;
 }
 
-async function judge(ev, verdict, card) {
+// A false alarm teaches the model only the text the operator keeps here: the model's own
+// description (the scene's words) is offered, never learnt unseen.
+function askLesson(ev, card) {
+  const text = h("input", { type: "text", name: "lesson", maxlength: "120", value: (ev.description || "").slice(0, 120) });
+  const form = h("form", { class: "lesson" },
+    h("label", {}, "From now on, tell the model this is not the target (edit it, or clear it to teach nothing):", text),
+    h("button", { type: "submit", class: "bad" }, "Mark false alarm"),
+    h("button", { type: "button", onclick: () => card.replaceWith(eventCard(ev)) }, "Cancel"));
+  form.addEventListener("submit", (e) => { e.preventDefault(); judge(ev, "false_alarm", card, text.value); });
+  card.querySelector(".actions").replaceWith(form);
+  text.focus();
+}
+
+async function judge(ev, verdict, card, lesson = "") {
   try {
-    await api(`/api/events/${ev.id}/feedback`, { method: "POST", json: { verdict } });
+    await api(`/api/events/${ev.id}/feedback`, { method: "POST", json: { verdict, lesson } });
     ev.feedback = verdict;
     card.replaceWith(eventCard(ev));
   } catch (err) { alert(err.message); }
