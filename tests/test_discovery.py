@@ -15,7 +15,8 @@ from typing import Any
 import aiomqtt
 import yaml
 
-from monitor.alerts.discovery import configs, object_id
+from monitor.alerts.discovery import configs
+from monitor.names import object_id
 from tests.conftest import start_cli
 from tests.fakes.vllm import FakeVLM
 from tests.test_mqtt import Broker

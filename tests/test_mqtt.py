@@ -10,10 +10,12 @@ import time
 from pathlib import Path
 
 import aiomqtt
+import pytest
 import yaml
 
 from monitor.alerts.model import Alert
-from monitor.alerts.topics import messages, topic_part
+from monitor.alerts.topics import messages
+from monitor.names import topic_part
 from tests.conftest import free_port, start_cli
 from tests.fakes.vllm import FakeVLM
 
@@ -124,3 +126,31 @@ def test_broker_restarted_mid_run_gets_the_alert_after_it_returns(
     state = got.get("vlm-monitor/door/a_person_wearing_a_red_shirt/state", [])
     assert state and state[0] == b"ON"
     assert b"online" in got.get("vlm-monitor/availability", [])
+
+
+def test_names_that_would_share_a_topic_or_entity_are_refused_naming_both(tmp_path: Path) -> None:
+    from monitor.config import ConfigError, parse_config
+    from tests.conftest import cli
+
+    # Two Cyrillic targets on one camera: each its own topic (every such name was "_").
+    assert topic_part("Собака") != topic_part("Кошка") and "/" not in topic_part("Собака")
+
+    def doc(streams: str) -> str:
+        return f"alerts:\n  - type: mqtt\n    host: 127.0.0.1\nstreams:\n{streams}"
+
+    parse_config(doc("  - {name: yard, url: a.mp4, targets: [Собака, Кошка]}\n"), "c")
+    for streams, message in [
+        ("  - {name: Door, url: a.mp4, targets: [x]}\n  - {name: door, url: b.mp4, targets: [x]}\n",
+         "streams 'Door' and 'door' would share MQTT topics"),
+        ("  - {name: yard, url: a.mp4, targets: [Hund, hund]}\n", "targets 'Hund' and 'hund'"),
+        ("  - {name: yard, url: a.mp4, targets: [a/b, a b]}\n", "targets 'a/b' and 'a b'"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            parse_config(doc(streams), "c")
+    path = tmp_path / "c.yaml"
+    path.write_text(doc("  - {name: Door, url: a.mp4, targets: [x]}\n  - {name: door, url: b.mp4, targets: [x]}\n"))
+    result = cli("check-config", str(path))
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "'Door' and 'door'" in result.stderr
+    # Without MQTT, names that differ only in case are fine.
+    parse_config("streams:\n  - {name: Door, url: a.mp4, targets: [x]}\n  - {name: door, url: b.mp4, targets: [x]}\n",
+                 "c")

@@ -14,25 +14,12 @@ their camera's status, so a stopped daemon shows them unavailable, not OFF.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
-import unicodedata
 from collections.abc import Sequence
 from typing import Any
 
 from monitor import __version__
-from monitor.alerts.topics import topic_part
-
-
-def object_id(name: str) -> str:
-    """A name as a Home Assistant object id: ASCII letters, digits, '_'. Accents are dropped
-    (Café → cafe); a name with no Latin letters gets a digest, so it stays unique and stable."""
-    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
-    out = re.sub(r"[^a-z0-9]+", "_", ascii_name.lower()).strip("_")
-    if len(out) < max(1, len(name) // 3):  # most of the name was not Latin
-        out = (out + "_" if out else "") + hashlib.sha256(name.encode()).hexdigest()[:8]
-    return out
+from monitor.names import object_id, topic_part
 
 
 def node_id(prefix: str) -> str:

@@ -22,9 +22,10 @@ from monitor.alerts import discovery
 from monitor.alerts.model import Alert
 from monitor.alerts.sink import DeliveryPolicy, Retry
 from monitor.alerts.snapshots import Snapshots
-from monitor.alerts.topics import messages, topic_part
+from monitor.alerts.topics import messages
 from monitor.backoff import backoff_delay
 from monitor.config import MqttSinkConfig
+from monitor.names import topic_part
 
 # (whether the model server is usable, alerts pending): read every STATUS_S.
 DaemonStatus = Callable[[], tuple[bool, int]]

@@ -13,14 +13,9 @@
 from __future__ import annotations
 
 import json
-import re
 
 from monitor.alerts.model import Alert
-
-
-def topic_part(name: str) -> str:
-    """A name as one topic level: lowercase, no '/', '+', '#' or spaces."""
-    return re.sub(r"[^a-z0-9_.-]+", "_", name.lower()).strip("_") or "_"
+from monitor.names import topic_part
 
 
 def messages(prefix: str, alert: Alert) -> list[tuple[str, bytes, bool]]:

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from monitor.names import collisions, object_id, topic_part
 from monitor.passwords import parse_hash
 from monitor.schedule import Rule, parse_rule, zone
 from monitor.urls import is_loopback, redact_url
@@ -474,6 +475,25 @@ class Config(_Model):
             raise ValueError(f"server.listen is {self.server.listen}, off this machine, and no "
                              f"server.users are configured: add users (see `vlm-monitor "
                              f"hash-password`), listen on 127.0.0.1, or set console.enabled: false")
+        return self
+
+    @model_validator(mode="after")
+    def _distinct_on_mqtt(self) -> Config:
+        """MQTT topics and Home Assistant ids fold case, punctuation and letters outside ASCII:
+        two names that fold alike would share a state topic (one's OFF clears the other) and an
+        entity (one's discovery config overwrites the other's)."""
+        if not any(isinstance(sink, MqttSinkConfig) for sink in self.alerts):
+            return self
+        forms = (topic_part, object_id)
+        clash = collisions([st.name for st in self.streams], *forms)
+        if clash is not None:
+            raise ValueError(f"streams {clash[0]!r} and {clash[1]!r} would share MQTT topics and Home "
+                             "Assistant entities: rename one")
+        for st in self.streams:
+            clash = collisions([t.name for t in st.targets], *forms)
+            if clash is not None:
+                raise ValueError(f"stream {st.name!r}: targets {clash[0]!r} and {clash[1]!r} would share "
+                                 "MQTT topics and Home Assistant entities: rename one")
         return self
 
     def stream_settings(self) -> dict[str, StreamSettings]:
