@@ -14,7 +14,9 @@ import asyncio
 import sqlite3
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 from monitor import __version__, logs, malloc
 from monitor.alerts.dispatch import Dispatcher
@@ -26,7 +28,7 @@ from monitor.config import Config, ConfigError, StreamSettings, load_config
 from monitor.console.auth import load_key
 from monitor.console.revoked import Revoked
 from monitor.console.scans import Scans
-from monitor.console.web import Console
+from monitor.console.web import Console, Fleet
 from monitor.feedback import Feedback
 from monitor.http import HttpServer
 from monitor.load import LoopLag, Overload
@@ -192,7 +194,8 @@ class Daemon:
             board.set_streams(_targets(config))
             try:
                 console, scans = await asyncio.to_thread(
-                    self._console, config, state_dir, outbox, snapshots, client, board)
+                    self._console, config, state_dir, outbox, snapshots, client, board,
+                    partial(self._fleet, client, dispatcher))
             except (OSError, sqlite3.Error) as e:
                 raise DaemonError(f"cannot use the state directory {state_dir}: "
                                   f"{getattr(e, 'strerror', None) or e}", EXIT_FAILED) from None
@@ -245,8 +248,14 @@ class Daemon:
         self._log.info("capture workers started", workers=workers, cameras=live)
         return pool
 
+    async def _fleet(self, client: VlmClient, dispatcher: Dispatcher) -> dict[str, Any]:
+        """The daemon's side of the console's fleet header."""
+        return {"due_per_second": round(sum(1 / s.sample_interval_seconds for s in self.config.streams), 1),
+                "model_servers": [{"name": e.name, "up": e.healthy} for e in client.endpoints],
+                "alerts_pending": await dispatcher.undelivered()}
+
     def _console(self, config: Config, state_dir: Path, outbox: Outbox, snapshots: Snapshots | None,
-                 client: VlmClient, board: Board) -> tuple[Console, Scans]:
+                 client: VlmClient, board: Board, fleet: Fleet) -> tuple[Console, Scans]:
         """The console's parts (blocking: files and SQLite)."""
         cc = config.console
         scans = Scans(state_dir / "scans", client, config.detection, config.preprocess,
@@ -258,7 +267,7 @@ class Daemon:
             self.metrics.feedback.labels(stream, target, verdict).set(n)
         console = Console(cc, config.server, load_key(state_dir / "console.key"), board, outbox,
                           snapshots, feedback, scans, Revoked(state_dir / "sessions.sqlite3"), self.metrics,
-                          shard=str(self.shard) if self.shard else None)
+                          fleet, shard=str(self.shard) if self.shard else None)
         return console, scans
 
     async def _main_loop(self, parts: _Parts, shutdown: asyncio.Event) -> None:

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from monitor.alerts.model import iso_utc
+from monitor.load import BEHIND_WINDOW_S
 
 THUMB_WIDTH = 160
 # Thumbnails are kept for the newest asked samples only: 160x90 JPEGs of ~4 KB,
@@ -67,21 +68,40 @@ class Camera:
     frame_at: str | None = None
     last: dict[str, tuple[TargetView, str, bool]] = field(default_factory=dict)  # target -> (v, at, asked)
     thumbs: dict[int, bytes] = field(default_factory=dict)  # row seq -> JPEG, newest THUMBS_KEPT
-    recent: deque[tuple[float, bool]] = field(default_factory=deque)  # (monotonic, asked) last minute
+    recent: deque[tuple[float, str]] = field(default_factory=deque)  # (monotonic, outcome) last minute
     version: int = 0  # bumped on every change, so a live view sends only what changed
+    behind: tuple[float, str] | None = None  # (monotonic, why) when it last fell behind
 
-    def per_minute(self, now: float) -> tuple[int, int]:
+    def per_minute(self, now: float) -> tuple[int, int, int]:
+        """Samples, model calls and samples judged (asked or reused) in the last minute."""
         while self.recent and now - self.recent[0][0] > 60:
             self.recent.popleft()
-        return len(self.recent), sum(1 for _, asked in self.recent if asked)
+        outcomes = [o for _, o in self.recent]
+        return len(outcomes), outcomes.count("asked"), len(outcomes) - outcomes.count("dropped")
+
+    def behind_now(self, now: float) -> str | None:
+        """Why this camera is behind, if it fell behind lately."""
+        if self.behind is None or now - self.behind[0] > BEHIND_WINDOW_S:
+            return None
+        return self.behind[1]
+
+    @property
+    def off_schedule(self) -> bool:
+        """Nothing of it is watched now: its last interval was off every target's schedule."""
+        return bool(self.rows) and self.rows[-1].reason == "off_schedule"
+
+    @property
+    def matching(self) -> bool:
+        return any(v.match for v, _, _ in self.last.values())
 
     def json(self, now: float) -> dict[str, Any]:
-        samples, asked = self.per_minute(now)
+        samples, asked, judged = self.per_minute(now)
         return {
             "name": self.name, "up": bool(self.up), "state": _state(self.up), "reason": self.reason,
             "since": self.since, "frame": self.frame_seq if self.frame is not None else None,
             "frame_at": self.frame_at, "samples_per_minute": samples, "model_calls_per_minute": asked,
-            "version": self.version,
+            "judged_per_minute": judged, "behind": self.behind_now(now), "off_schedule": self.off_schedule,
+            "matching": self.matching, "version": self.version,
             "targets": [self._target_json(t) for t in self.targets]}
 
     def _target_json(self, target: str) -> dict[str, Any]:
@@ -143,7 +163,7 @@ class Board:
         at = iso_utc(wall)
         row = Row(self._next(), at, offset, outcome, reason, 1, tuple(verdicts))
         cam.rows.append(row)
-        cam.recent.append((time.monotonic(), outcome == "asked"))
+        cam.recent.append((time.monotonic(), outcome))
         if outcome == "asked":
             if frame is not None:
                 cam.frame, cam.frame_seq, cam.frame_at = frame, row.seq, at
@@ -155,6 +175,26 @@ class Board:
             if v.present is not None:
                 cam.last[v.target] = (v, at, outcome == "asked")
         cam.version += 1
+
+    def fell_behind(self, name: str, why: str) -> None:
+        cam = self.cameras.get(name)
+        if cam is None:
+            return
+        now = time.monotonic()
+        if cam.behind_now(now) != why:
+            cam.version += 1  # the live view shows it
+        cam.behind = (now, why)
+
+    def fleet(self, now: float) -> dict[str, Any]:
+        """At a glance: how many cameras are in each state, and samples judged a second."""
+        cams = list(self.cameras.values())
+        states = [_state(c.up) for c in cams]
+        return {"cameras": len(cams), "up": states.count("up"), "down": states.count("down"),
+                "starting": states.count("starting"),
+                "behind": sum(1 for c in cams if c.behind_now(now) is not None),
+                "matching": sum(1 for c in cams if c.matching),
+                "off_schedule": sum(1 for c in cams if c.off_schedule),
+                "judged_per_second": round(sum(c.per_minute(now)[2] for c in cams) / 60, 1)}
 
     def recent(self, name: str, limit: int) -> list[dict[str, Any]] | None:
         cam = self.cameras.get(name)

@@ -194,12 +194,19 @@ class StreamRunner:
             received = self._live.reader.received
             self.metrics.capture_bytes.labels(self.cfg.name).inc(max(0, received - self._received))
             self._received = received
-        if dropped == "stale" and self.overload is not None:
-            self.overload.behind(self.cfg.name, time.monotonic())
+        if dropped == "stale":
+            self._behind("waiting for the model: samples went stale")
         if dropped is not None:
             self.metrics.frames_dropped.labels(self.cfg.name, dropped).inc(n)
             if self.board is not None:
                 self.board.dropped(self.cfg.name, dropped, n)
+
+    def _behind(self, why: str) -> None:
+        """This camera fell behind: counted for the overload line, shown on the console."""
+        if self.overload is not None:
+            self.overload.behind(self.cfg.name, time.monotonic())
+        if self.board is not None:
+            self.board.fell_behind(self.cfg.name, why)
 
     async def _counted(self, samples: AsyncIterator[Sample]) -> AsyncIterator[Sample]:
         """A recording's samples: one per interval of media time, so each is an interval."""
@@ -300,16 +307,15 @@ class StreamRunner:
         elif isinstance(error, Late):
             reason = "stale"  # the daemon was short of CPU: not the model server's doing
             self.metrics.frames_dropped.labels(name, reason).inc()
-            if self.overload is not None:
-                self.overload.behind(name, time.monotonic())
+            self._behind("the daemon is short of CPU: answers were read too late")
         elif error is not None:
             reason = "model_unavailable" if isinstance(error, Unavailable) else "model_error"
             self.metrics.frames_dropped.labels(name, reason).inc()
             self.watch.note(error)
         if self._live is not None:
             self.metrics.capture_lag.observe(sample.lag)
-            if sample.lag > CAPTURE_BEHIND_S and self.overload is not None:
-                self.overload.behind(name, time.monotonic())
+            if sample.lag > CAPTURE_BEHIND_S:
+                self._behind(f"capture is {sample.lag:.0f} s behind the camera")
         if self.board is not None:
             self._show(result, reason, min_conf)
         if result.reused or result.analysis is not None:

@@ -75,6 +75,10 @@ def _error(status: int, message: str) -> web.HTTPException:
     return exc
 
 
+# The daemon's side of the fleet header (model servers, alerts pending, samples due).
+Fleet = Callable[[], Awaitable[dict[str, Any]]]
+
+
 class Pace:
     """How long the rest of a body may take: ``GRACE_S``, plus a second per ``MIN_RATE``
     bytes already received, from the start. Pure."""
@@ -119,7 +123,7 @@ async def _nosniff(request: web.Request, response: web.StreamResponse) -> None:
 class Console:
     def __init__(self, cfg: ConsoleConfig, server: ServerConfig, key: bytes, board: Board,
                  outbox: Outbox, snapshots: Snapshots | None, feedback: Feedback, scans: Scans,
-                 revoked: Revoked, metrics: Metrics, *, shard: str | None = None) -> None:
+                 revoked: Revoked, metrics: Metrics, fleet: Fleet, *, shard: str | None = None) -> None:
         self.cfg = cfg
         self.users = {u.name: u.password_hash.get_secret_value() for u in server.users}
         self.signer = Signer(key)
@@ -140,6 +144,7 @@ class Console:
         self.feedback = feedback
         self.scans = scans
         self.metrics = metrics
+        self.fleet = fleet
         self.shard = shard  # "I/N" when this replica runs one shard of the streams
         self.throttle = LoginThrottle()
         self._uploading = 0  # uploads being received now
@@ -158,6 +163,7 @@ class Console:
         r.add_get("/api/session", self._session)
         r.add_post("/api/login", self._login)
         r.add_post("/api/logout", self._logout)
+        r.add_get("/api/fleet", self._fleet)
         r.add_get("/api/cameras", self._cameras)
         r.add_get("/api/cameras/live", self._cameras_live)
         r.add_get("/api/cameras/{name}/frame.jpg", self._camera_frame)
@@ -315,6 +321,10 @@ class Console:
             "X-Content-Type-Options": "nosniff"})
 
     # --- cameras ---------------------------------------------------------------------
+
+    async def _fleet(self, request: web.Request) -> web.Response:
+        """The fleet header: cameras by state, samples judged against due, model servers, backlog."""
+        return _json({**self.board.fleet(time.monotonic()), **await self.fleet()})
 
     async def _cameras(self, request: web.Request) -> web.Response:
         now = time.monotonic()
