@@ -32,6 +32,7 @@ class TargetView:
     confidence: int | None
     description: str
     match: bool
+    streak: str = ""  # toward an alert: "1 of 2 matches needed", or "alerting"
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +53,7 @@ class Row:
 
 def _verdict_json(v: TargetView) -> dict[str, Any]:
     return {"target": v.target, "present": v.present, "confidence": v.confidence,
-            "description": v.description, "match": v.match}
+            "description": v.description, "match": v.match, "streak": v.streak}
 
 
 @dataclass
@@ -80,8 +81,8 @@ class Camera:
         return len(outcomes), outcomes.count("asked"), len(outcomes) - outcomes.count("dropped")
 
     def behind_now(self, now: float) -> str | None:
-        """Why this camera is behind, if it fell behind lately."""
-        if self.behind is None or now - self.behind[0] > BEHIND_WINDOW_S:
+        """Why this camera is behind, if it fell behind lately (a camera that is down is down)."""
+        if self.behind is None or now - self.behind[0] > BEHIND_WINDOW_S or self.up is False:
             return None
         return self.behind[1]
 
@@ -107,7 +108,7 @@ class Camera:
     def _target_json(self, target: str) -> dict[str, Any]:
         if target not in self.last:
             return {"target": target, "present": None, "confidence": None, "description": None,
-                    "match": False, "at": None, "asked": None}
+                    "match": False, "streak": "", "at": None, "asked": None}
         v, at, asked = self.last[target]
         return {**_verdict_json(v), "at": at, "asked": asked}
 
@@ -123,6 +124,7 @@ class Board:
         self.recent_samples = recent_samples
         self.cameras: dict[str, Camera] = {}
         self._seq = 0
+        self._started = time.monotonic()
 
     def set_streams(self, streams: Iterable[tuple[str, list[str]]]) -> None:
         """The configured streams (at start and on reload): keep what is known of the others."""
@@ -194,7 +196,9 @@ class Board:
                 "behind": sum(1 for c in cams if c.behind_now(now) is not None),
                 "matching": sum(1 for c in cams if c.matching),
                 "off_schedule": sum(1 for c in cams if c.off_schedule),
-                "judged_per_second": round(sum(c.per_minute(now)[2] for c in cams) / 60, 1)}
+                # Over the last minute, or since the start when that is sooner (not 1/60 of it).
+                "judged_per_second": round(sum(c.per_minute(now)[2] for c in cams)
+                                           / max(1.0, min(60.0, now - self._started)), 1)}
 
     def recent(self, name: str, limit: int) -> list[dict[str, Any]] | None:
         cam = self.cameras.get(name)

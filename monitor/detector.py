@@ -46,6 +46,12 @@ class Detector(Generic[S]):
         self._absent = 0  # ALERTING: absent samples in a row
         self._last_seen: S | None = None  # ALERTING: the latest match
 
+    def progress(self) -> str:
+        """Where the target stands, in words for the console."""
+        if self.alerting:
+            return "alerting"
+        return f"{self._streak} of {self.consecutive} matches needed"
+
     def refuse(self, raised: Raised[S]) -> None:
         """The alert just raised was not confirmed (a second look said no): no episode; the
         streak stands, so the next match raises (and is checked) again."""

@@ -195,7 +195,7 @@ class StreamRunner:
             self.metrics.capture_bytes.labels(self.cfg.name).inc(max(0, received - self._received))
             self._received = received
         if dropped == "stale":
-            self._behind("waiting for the model: samples went stale")
+            self._behind("samples went stale: the model or the daemon was too busy to take them")
         if dropped is not None:
             self.metrics.frames_dropped.labels(self.cfg.name, dropped).inc(n)
             if self.board is not None:
@@ -241,7 +241,8 @@ class StreamRunner:
         verdicts = [TargetView(r.target.name, r.verdict.present if r.verdict else None,
                             r.verdict.confidence if r.verdict else None,
                             r.verdict.description if r.verdict else str(r.error or ""),
-                            r.observation(min_conf) is Observation.MATCH) for r in result.targets]
+                            r.observation(min_conf) is Observation.MATCH,
+                            self.detectors[r.target.name].progress()) for r in result.targets]
         prepared = result.prepared if not result.reused else None
         self.board.sample(self.cfg.name, wall=result.sample.wall, offset=result.sample.offset,
                           outcome=outcome, reason=reason, verdicts=verdicts,
@@ -316,8 +317,6 @@ class StreamRunner:
             self.metrics.capture_lag.observe(sample.lag)
             if sample.lag > CAPTURE_BEHIND_S:
                 self._behind(f"capture is {sample.lag:.0f} s behind the camera")
-        if self.board is not None:
-            self._show(result, reason, min_conf)
         if result.reused or result.analysis is not None:
             self.tally.analysed += 1
         if isinstance(error, BadAnswer | Rejected):
@@ -360,4 +359,6 @@ class StreamRunner:
                 last = event.last_seen
                 self._log.info("target cleared", target=r.target.name, last_seen=last.offset)
                 await self.dispatcher.publish(Alert.cleared(name, r.target.name, last.wall, last.offset))
+        if self.board is not None:  # after the detectors: the streak shown includes this sample
+            self._show(result, reason, min_conf)
 

@@ -188,3 +188,81 @@ async def test_scan_page_streams_rows_and_finds_the_first_second(
         await expect(page.locator("#scan-status")).to_contain_text("no such scan")
         await asyncio.sleep(2.5)
         assert len(asked) == 1, asked
+
+
+async def test_a_hundred_cameras_at_a_glance(tmp_path: Path, fake_vlm: FakeVLM) -> None:
+    grey, red = RtspServer(free_port()).start(), RtspServer(free_port()).start()
+    red.send("red")
+    dead = [f"rtsp://127.0.0.1:{free_port()}/live" for _ in range(6)]  # nothing listens there
+    live = {"open_timeout_seconds": 2, "down_alert_after_seconds": 1}
+    streams = ([{"name": f"cam-{i:03d}", "url": grey.url(), "targets": [RED], **live} for i in range(89)]
+               + [{"name": "loading-dock", "url": grey.url(), "targets": [RED, "a blue parcel"], **live}]
+               + [{"name": f"gate-{i}", "url": red.url(), "targets": [RED], **live} for i in range(4)]
+               + [{"name": f"dead-{i}", "url": url, "targets": [RED], **live} for i, url in enumerate(dead)])
+    doc = config_doc(tmp_path, fake_vlm, streams, vlm={"base_url": fake_vlm.base_url, "max_concurrency": 32},
+                     server={"users": [{"name": "ops", "password_hash": hash_password(PASSWORD, n=2**10)}]})
+    try:
+        async with running(doc) as (_, _, http), browser(str(http.base_url)) as page:
+            await page.set_viewport_size({"width": 1600, "height": 1000})
+            await log_in(page)
+            fleet = page.locator("#fleet")
+            await expect(fleet).to_contain_text("100 cameras", timeout=60_000)
+            await expect(fleet.locator('[data-fleet="down"]')).to_have_text("6 down", timeout=60_000)
+            await expect(fleet.locator('[data-fleet="all"]').nth(1)).to_have_text("94 up", timeout=60_000)
+            await expect(fleet.locator('[data-fleet="matching"]')).to_have_text("4 matching", timeout=60_000)
+            # The header's counts are the metrics' counts.
+            metrics = (await http.get("/metrics")).text
+            ups = [line for line in metrics.splitlines() if line.startswith("vlm_monitor_stream_up{")]
+            assert sum(line.endswith(" 1.0") for line in ups) == 94 and sum(line.endswith(" 0.0") for line in ups) == 6
+            await expect(fleet.locator(".server")).to_have_text("model default: up")
+
+            # Sorted by what needs attention: the dead first, then the matching ones.
+            tiles = page.locator("#cameras .tile")
+            await expect(tiles).to_have_count(100)
+            first = [await tiles.nth(i).get_attribute("data-camera") for i in range(10)]
+            assert sorted(first[:6]) == [f"dead-{i}" for i in range(6)] and sorted(first[6:10]) == [
+                f"gate-{i}" for i in range(4)], first
+
+            # The compact grid holds a hundred cameras in at most two more screens.
+            await page.click('button[data-view="compact"]')
+            height = await page.evaluate("document.documentElement.scrollHeight")
+            assert height <= 3 * 1000, height
+            await shot(page, tmp_path, "cameras-compact")
+
+            # The "down" filter shows exactly the dead ones, and the URL keeps the view.
+            await fleet.locator('[data-fleet="down"]').click()
+            visible = page.locator("#cameras .tile:not([hidden])")
+            await expect(visible).to_have_count(6)
+            assert sorted([await visible.nth(i).get_attribute("data-camera") for i in range(6)]) == [
+                f"dead-{i}" for i in range(6)]
+            await page.click('button[data-filter="all"]')
+            await page.fill("#camera-search", "parcel")  # a target's name finds its camera
+            await expect(visible).to_have_count(1)
+            await expect(visible.first).to_have_attribute("data-camera", "loading-dock")
+            assert "q=parcel" in page.url
+            await page.reload()
+            await expect(page.locator("#cameras .tile:not([hidden])")).to_have_count(1)
+            await expect(page.locator("#camera-search")).to_have_value("parcel")
+            await expect(page.locator("#cameras")).to_have_class("grid compact")  # remembered
+
+            await page.emulate_media(color_scheme="dark")
+            await page.goto("/#/cameras?view=large&filter=down")
+            await expect(page.locator("#cameras .tile:not([hidden])")).to_have_count(6)
+            await shot(page, tmp_path, "cameras-down-dark")
+            await page.emulate_media(color_scheme="light")
+
+            # A camera's page: each target's streak toward an alert.
+            await page.goto("/#/camera/gate-0")
+            await expect(page.locator("#streaks")).to_contain_text("alerting", timeout=20_000)
+            await page.goto("/#/camera/cam-000")
+            await expect(page.locator("#streaks")).to_contain_text("0 of 2 matches needed", timeout=20_000)
+
+            # A phone: the header and the filtered list, no sideways scrolling.
+            await page.set_viewport_size({"width": 390, "height": 844})
+            await page.goto("/#/cameras?view=compact&filter=matching")
+            await expect(page.locator("#cameras .tile:not([hidden])")).to_have_count(4)
+            assert await page.evaluate("document.documentElement.scrollWidth") <= 390
+            await shot(page, tmp_path, "cameras-phone-fleet")
+    finally:
+        grey.kill()
+        red.kill()

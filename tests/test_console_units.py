@@ -4,6 +4,7 @@ model client's background slots that scans use."""
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime
 from ipaddress import ip_network
 from pathlib import Path
@@ -222,3 +223,27 @@ def test_old_judgements_teach_nothing_and_only_the_kept_lesson_is_learnt(tmp_pat
     reopened = Feedback(path)
     assert reopened.lessons("cam", "red") == ["a red poster"]
     reopened.close()
+
+
+def test_the_fleet_counts_cameras_by_what_needs_attention() -> None:
+    board = Board(recent_samples=100)
+    board.set_streams([("a", ["red"]), ("b", ["red"]), ("c", ["red"]), ("d", ["red"])])
+    board.state("a", True)
+    board.state("b", True)
+    board.state("c", False, "cannot open")
+    now = datetime.now(UTC)
+    board.sample("a", wall=now, offset=1.0, outcome="asked", reason=None, verdicts=[v("red", True, True)],
+                 frame=None, thumb=None)
+    board.sample("b", wall=now, offset=1.0, outcome="reused", reason=None, verdicts=[v("red", False)],
+                 frame=None, thumb=None)
+    board.dropped("b", "off_schedule")
+    board.fell_behind("a", "capture is 3 s behind the camera")
+    board.fell_behind("c", "samples went stale")  # a camera that is down is down, not behind
+    fleet = board.fleet(time.monotonic())
+    assert {k: fleet[k] for k in ("cameras", "up", "down", "starting", "behind", "matching", "off_schedule")} == {
+        "cameras": 4, "up": 2, "down": 1, "starting": 1, "behind": 1, "matching": 1, "off_schedule": 1}
+    assert fleet["judged_per_second"] == 2.0  # two judged, a second after the start
+    cams = {c.name: c.json(time.monotonic()) for c in board.cameras.values()}
+    assert cams["a"]["behind"] == "capture is 3 s behind the camera" and cams["c"]["behind"] is None
+    assert cams["a"]["matching"] and cams["b"]["off_schedule"] and not cams["a"]["off_schedule"]
+    assert cams["a"]["targets"][0]["streak"] == ""

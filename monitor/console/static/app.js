@@ -2,7 +2,7 @@
 // Every page reads the JSON API documented in the README ("Console and its API").
 "use strict";
 
-const state = { csrf: null, user: null, loginRequired: false, shard: null, live: null, timers: [] };
+const state = { csrf: null, user: null, loginRequired: false, shard: null, live: null, timers: [], fleet: null };
 
 // --- small helpers ---------------------------------------------------------------------
 
@@ -61,7 +61,8 @@ function verdictLine(v) {
   return h("div", { class: "verdict" },
     h("span", { class: `chip ${cls}` }, label),
     h("span", {}, v.target),
-    v.confidence !== null && v.confidence !== undefined ? h("span", { class: "muted" }, `${v.confidence}/10`) : null);
+    v.confidence !== null && v.confidence !== undefined ? h("span", { class: "muted" }, `${v.confidence}/10`) : null,
+    v.streak ? h("span", { class: "muted streak" }, `· ${v.streak}`) : null);
 }
 
 function every(ms, fn) { fn(); state.timers.push(setInterval(fn, ms)); }
@@ -106,6 +107,9 @@ async function logout() {
 
 function showLogin(message) {
   stopPage();
+  clearInterval(state.fleet);
+  state.fleet = null;
+  document.getElementById("fleet").hidden = true;
   state.csrf = null;
   showWho();
   const error = h("p", { class: "error", id: "login-error" }, message || "");
@@ -130,6 +134,41 @@ function showLogin(message) {
   setMain(h("div", { class: "login card" }, h("div", { class: "body" }, h("h1", {}, "Log in"), form)));
 }
 
+// --- the fleet header, on every page ---------------------------------------------------
+
+function link(filter, text, cls) {
+  return h("a", { href: `#/cameras?filter=${filter}`, class: cls || null, "data-fleet": filter }, text);
+}
+
+function renderFleet(f) {
+  const bar = document.getElementById("fleet");
+  const keeping = f.judged_per_second >= 0.97 * f.due_per_second;
+  bar.replaceChildren(
+    h("span", { class: "group" }, link("all", `${f.cameras} cameras`), " · ",
+      link("all", `${f.up} up`), " · ", link("down", `${f.down} down`, f.down ? "bad" : null),
+      f.starting ? [" · ", link("all", `${f.starting} starting`)] : null, " · ",
+      link("behind", `${f.behind} behind`, f.behind ? "warn" : null), " · ",
+      link("matching", `${f.matching} matching`, f.matching ? "bad" : null)),
+    h("span", { class: `group ${keeping ? "" : "warn"}`, id: "fleet-rate",
+                title: "samples judged (asked or reused) a second over the last minute, against those due" },
+      `${f.judged_per_second} of ${f.due_per_second} samples/s judged`),
+    h("span", { class: "group" }, f.model_servers.map((m) =>
+      h("span", { class: `server ${m.up ? "up" : "down"}`, "data-server": m.name },
+        `model ${m.name}: ${m.up ? "up" : "down"}`))),
+    h("a", { href: "#/events", class: `group ${f.alerts_pending ? "warn" : ""}`, id: "fleet-pending" },
+      `${f.alerts_pending} alerts pending`));
+  bar.hidden = false;
+}
+
+function startFleet() {
+  if (state.fleet) return;
+  const tick = async () => {
+    try { renderFleet(await api("/api/fleet")); } catch (err) { /* the page says why */ }
+  };
+  tick();
+  state.fleet = setInterval(tick, 2000);
+}
+
 // --- Cameras ---------------------------------------------------------------------------
 
 function tile(cam) {
@@ -137,25 +176,94 @@ function tile(cam) {
     ? h("img", { src: `/api/cameras/${encodeURIComponent(cam.name)}/frame.jpg?f=${cam.frame}`,
                  alt: `last frame judged on ${cam.name}`, loading: "lazy" })
     : h("div", { class: "noimg" }, "no frame judged yet");
-  return h("div", { class: "card tile", "data-camera": cam.name, "data-state": cam.state },
+  const search = [cam.name, ...cam.targets.map((t) => t.target)].join("\n").toLowerCase();
+  return h("div", { class: "card tile", "data-camera": cam.name, "data-state": cam.state,
+                    "data-matching": String(cam.matching), "data-behind": String(cam.behind !== null),
+                    "data-off": String(cam.off_schedule), "data-search": search },
     h("a", { href: `#/camera/${encodeURIComponent(cam.name)}` }, img),
     h("div", { class: "body" },
       h("h3", {}, h("a", { href: `#/camera/${encodeURIComponent(cam.name)}` }, cam.name),
-        h("span", { class: `badge ${cam.state}` }, cam.state)),
+        h("span", { class: "marks" },
+          cam.matching ? h("span", { class: "badge match", title: "a target is in view" }, "match") : null,
+          cam.behind !== null ? h("span", { class: "badge behind", title: cam.behind }, "behind") : null,
+          h("span", { class: `badge ${cam.state}` }, cam.state))),
       cam.state !== "up" && cam.reason ? h("div", { class: "reason" }, cam.reason) : null,
-      cam.targets.map((t) => h("div", {},
+      cam.behind !== null ? h("div", { class: "reason behind" }, `behind: ${cam.behind}`) : null,
+      cam.off_schedule ? h("div", { class: "muted detail" }, "off schedule: no target is watched now") : null,
+      h("div", { class: "detail" }, cam.targets.map((t) => h("div", {},
         verdictLine(t),
         t.description ? h("div", { class: "desc" }, t.description) : null,
-        t.at ? h("div", { class: "desc" }, `${ago(t.at)} · ${t.asked ? "asked" : "reused (scene unchanged)"}`) : null)),
-      h("div", { class: "stats" },
+        t.at ? h("div", { class: "desc" }, `${ago(t.at)} · ${t.asked ? "asked" : "reused (scene unchanged)"}`) : null))),
+      h("div", { class: "stats detail" },
         h("span", {}, `frame ${cam.frame_at ? ago(cam.frame_at) : "—"}`),
         h("span", {}, `${cam.samples_per_minute} samples/min`),
         h("span", {}, `${cam.model_calls_per_minute} model calls/min`))));
 }
 
+// What needs attention first: down, then matching now, then behind, then the rest; by name.
+function rank(el) {
+  const d = el.dataset;
+  return d.state === "down" ? 0 : d.matching === "true" ? 1 : d.behind === "true" ? 2 : 3;
+}
+
+const FILTERS = {
+  all: () => true,
+  down: (d) => d.state === "down",
+  matching: (d) => d.matching === "true",
+  behind: (d) => d.behind === "true",
+  off: (d) => d.off === "true",
+};
+
+// The Cameras page's view, kept in the URL (#/cameras?view=compact&filter=down&q=door) so a
+// link shows the same view; the grid's size is also remembered by the browser.
+function cameraView() {
+  const query = new URLSearchParams(location.hash.split("?")[1] || "");
+  const filter = FILTERS[query.get("filter")] ? query.get("filter") : "all";
+  const view = ["large", "compact"].includes(query.get("view")) ? query.get("view")
+    : localStorage.getItem("vlm.view") === "compact" ? "compact" : "large";
+  return { view, filter, q: query.get("q") || "" };
+}
+
+function setCameraView(v) {
+  const query = new URLSearchParams();
+  query.set("view", v.view);
+  if (v.filter !== "all") query.set("filter", v.filter);
+  if (v.q) query.set("q", v.q);
+  history.replaceState(null, "", `#/cameras?${query}`);
+  localStorage.setItem("vlm.view", v.view);
+}
+
 function showCameras() {
-  const grid = h("div", { class: "grid", id: "cameras" });
-  setMain(h("h1", {}, "Cameras"), grid);
+  const v = cameraView();
+  const grid = h("div", { class: `grid ${v.view === "compact" ? "compact" : ""}`, id: "cameras" });
+  const search = h("input", { type: "search", id: "camera-search", placeholder: "camera or target", value: v.q,
+                              "aria-label": "search cameras and targets" });
+  const chip = (name, label) => h("button", { type: "button", "data-filter": name,
+                                              class: v.filter === name ? "on" : "" }, label);
+  const filters = h("div", { class: "chips", role: "group", "aria-label": "show" },
+    chip("all", "All"), chip("down", "Down"), chip("matching", "Matching now"), chip("behind", "Behind"),
+    chip("off", "Off schedule"));
+  const views = h("div", { class: "chips", role: "group", "aria-label": "grid" },
+    h("button", { type: "button", "data-view": "large", class: v.view === "large" ? "on" : "" }, "Large"),
+    h("button", { type: "button", "data-view": "compact", class: v.view === "compact" ? "on" : "" }, "Compact"));
+  const shown = h("span", { class: "muted", id: "shown" });
+  setMain(h("div", { class: "toolbar" }, h("h1", {}, "Cameras"), search, filters, views, shown), grid);
+  const apply = () => {
+    const q = v.q.trim().toLowerCase();
+    let count = 0;
+    for (const el of grid.children) {
+      el.hidden = !(FILTERS[v.filter](el.dataset) && (!q || el.dataset.search.includes(q)));
+      if (!el.hidden) count += 1;
+    }
+    shown.textContent = `${count} of ${grid.children.length}`;
+    for (const b of filters.children) b.classList.toggle("on", b.dataset.filter === v.filter);
+    for (const b of views.children) b.classList.toggle("on", b.dataset.view === v.view);
+    grid.classList.toggle("compact", v.view === "compact");
+  };
+  const change = (patch) => { Object.assign(v, patch); setCameraView(v); apply(); };
+  filters.addEventListener("click", (e) => { if (e.target.dataset.filter) change({ filter: e.target.dataset.filter }); });
+  views.addEventListener("click", (e) => { if (e.target.dataset.view) change({ view: e.target.dataset.view }); });
+  search.addEventListener("input", () => change({ q: search.value }));
   const tiles = new Map();
   // Only tiles on screen fetch their new frames (the others load lazily when scrolled to).
   const onScreen = new Set();
@@ -189,6 +297,10 @@ function showCameras() {
     for (const [name, el] of tiles) {
       if (!msg.names.includes(name)) { observer.unobserve(el); el.remove(); tiles.delete(name); onScreen.delete(name); }
     }
+    const order = [...tiles.values()].sort((a, b) => rank(a) - rank(b) ||
+      a.dataset.camera.localeCompare(b.dataset.camera));
+    order.forEach((el, i) => { if (grid.children[i] !== el) grid.insertBefore(el, grid.children[i] || null); });
+    apply();
   };
   live.onerror = async () => {
     if (live.readyState === EventSource.CLOSED) {
@@ -210,7 +322,10 @@ function showCamera(name) {
     const cam = data.camera;
     head.replaceChildren(h("p", {}, h("span", { class: `badge ${cam.state}` }, cam.state), " ",
       cam.state !== "up" ? cam.reason : "", " · ",
-      `${cam.samples_per_minute} samples/min, ${cam.model_calls_per_minute} model calls/min`));
+      `${cam.samples_per_minute} samples/min, ${cam.model_calls_per_minute} model calls/min`),
+      cam.behind !== null ? h("p", { class: "reason behind", id: "behind" }, `Behind: ${cam.behind}`) : null,
+      cam.off_schedule ? h("p", { class: "muted" }, "Off schedule: no target is watched now.") : null,
+      h("div", { id: "streaks" }, cam.targets.map((t) => verdictLine(t))));
     body.replaceChildren(...data.samples.map((row) => h("tr", { "data-outcome": row.outcome },
       h("td", {}, row.thumb ? h("img", { src: `/api/cameras/${encodeURIComponent(name)}/thumbs/${row.seq}.jpg`, alt: "" }) : ""),
       h("td", {}, ago(row.at), row.offset !== null ? h("div", { class: "muted" }, `${row.offset.toFixed(1)} s`) : null),
@@ -461,7 +576,8 @@ async function route() {
     }
   }
   showWho();
-  const [page, arg] = (location.hash.replace(/^#\//, "") || "cameras").split("/");
+  startFleet();
+  const [page, arg] = (location.hash.replace(/^#\//, "").split("?")[0] || "cameras").split("/");
   for (const a of document.querySelectorAll("nav a")) a.classList.toggle("active", a.dataset.page === page);
   try {
     if (page === "camera" && arg) showCamera(decodeURIComponent(arg));
