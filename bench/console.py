@@ -1,6 +1,7 @@
 """What the console costs the analysis: 50 cameras, with and without two browsers watching.
 
-    .venv/bin/python -m bench.console [--cameras 50] [--seconds 60]
+    .venv/bin/python -m bench.console [--cameras 50] [--seconds 60] [--view large|compact]
+        [--profile 720p|sub|1080p]
 
 The same set-up as bench/fleet.py (a real RTSP server serving one live-encoded
 1280x720 stream at 2 Mbit/s (a camera's bitrate) to every camera, the stand-in model, the daemon as its own
@@ -26,7 +27,7 @@ from pathlib import Path
 
 from playwright.sync_api import Request, sync_playwright
 
-from bench.fleet import Daemon, start_daemon, total, wait_up
+from bench.fleet import PROFILES, Daemon, start_daemon, total, wait_up
 from tests.conftest import ROOT, free_port
 from tests.fakes.vllm import FakeVLM
 from tests.rtsp import RtspServer
@@ -58,12 +59,18 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4, help="turns of no browser / browsers")
     parser.add_argument("--viewport", default="1600x1000",
                         help="each browser's window; 3000x4000 shows all 50 tiles at once")
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="720p",
+                        help="the camera stream (bench.fleet's profiles)")
+    parser.add_argument("--view", choices=("large", "compact"), default="large",
+                        help="the Cameras page's grid (compact: all of 100 cameras in ~1.5 screens)")
     args = parser.parse_args()
     n = args.cameras
     names = [f"cam{i:03d}" for i in range(n)]
     tmp = Path(tempfile.mkdtemp(prefix="console-bench-"))
     fake = FakeVLM().start()
-    server = RtspServer(free_port(), gop=25, size="1280x720", pattern="smpte", bitrate=2000).start()
+    profile = PROFILES[args.profile]
+    server = RtspServer(free_port(), gop=25, size=profile.size, pattern=profile.pattern,
+                        bitrate=profile.bitrate).start()
     server.prime()
     # label -> [CPU-s, samples, seconds], summed over its windows
     sums: dict[str, list[float]] = {}
@@ -101,11 +108,11 @@ def main() -> None:
                     page = browser.new_context(viewport={"width": width, "height": height}).new_page()
                     page.on("request", count)
                     pages.append(page)
-                watching = f"console on, {args.browsers} browsers on Cameras ({args.viewport})"
+                watching = f"console on, {args.browsers} browsers on Cameras ({args.view}, {args.viewport})"
                 # Browsers on a blank page, then on the Cameras page, in turns: drift hits both.
                 for _ in range(args.rounds):
                     for label, url in (("console on, no browser", "about:blank"),
-                                       (watching, f"http://127.0.0.1:{on.port}/#/cameras")):
+                                       (watching, f"http://127.0.0.1:{on.port}/#/cameras?view={args.view}")):
                         for page in pages:
                             page.goto(url)
                         pages[0].wait_for_timeout(3000)
@@ -125,7 +132,7 @@ def main() -> None:
     base = rows[0][1]
     print()
     print(f"the browsers fetched {fetched:.1f} tile frames/s while on the Cameras page")
-    print(f"{n} cameras, 1280x720 H.264, keyframe every 1 s; {args.seconds:g} s windows; "
+    print(f"{n} cameras, {profile.label} H.264, keyframe every 1 s; {args.seconds:g} s windows; "
           "daemon CPU from /proc")
     print("| run | CPU-s per camera-min | vs console off | samples/s |")
     print("|---|---|---|---|")

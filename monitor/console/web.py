@@ -23,10 +23,10 @@ from functools import partial
 from importlib import resources
 from ipaddress import ip_network
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from aiohttp import BodyPartReader, MultipartReader, web
+from aiohttp import BodyPartReader, web
 
 from monitor import logs
 from monitor.alerts.outbox import Outbox
@@ -75,13 +75,15 @@ def _error(status: int, message: str) -> web.HTTPException:
     return exc
 
 
+T = TypeVar("T")
+
 # The daemon's side of the fleet header (model servers, alerts pending, samples due).
 Fleet = Callable[[], Awaitable[dict[str, Any]]]
 
 
 class Pace:
-    """How long the rest of a body may take: ``GRACE_S``, plus a second per ``MIN_RATE``
-    bytes already received, from the start. Pure."""
+    """How long the rest of a request body may take: ``GRACE_S``, plus a second per
+    ``MIN_RATE`` bytes already received, from the start (``left`` is pure)."""
 
     def __init__(self, now: float) -> None:
         self.started = now
@@ -90,21 +92,16 @@ class Pace:
     def left(self, now: float) -> float:
         return self.started + GRACE_S + self.received / MIN_RATE - now
 
-    async def read_part(self, reader: MultipartReader) -> Any:
-        """The next part of a form (its headers arrive at the same pace)."""
+    async def within(self, pending: Awaitable[T]) -> T:
+        """``pending`` (a read of the body), or 408 when the body comes too slowly."""
         try:
             async with asyncio.timeout(max(0.0, self.left(time.monotonic()))):
-                return await reader.next()
+                return await pending
         except TimeoutError:
             raise _error(408, "the request body came too slowly") from None
 
     async def read(self, read: Callable[[], Awaitable[bytes]]) -> bytes:
-        """One read of the body, or 408 when it comes too slowly."""
-        try:
-            async with asyncio.timeout(max(0.0, self.left(time.monotonic()))):
-                chunk = await read()
-        except TimeoutError:
-            raise _error(408, "the request body came too slowly") from None
+        chunk = await self.within(read())
         self.received += len(chunk)
         return chunk
 
@@ -481,7 +478,7 @@ class Console:
             pace = Pace(time.monotonic())
             texts: list[str] = []
             name: str | None = None
-            while (part := await pace.read_part(reader)) is not None:
+            while (part := await pace.within(reader.next())) is not None:
                 if not isinstance(part, BodyPartReader):
                     raise _error(400, "nested multipart is not accepted")
                 if part.name == "video":
