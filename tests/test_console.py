@@ -446,6 +446,9 @@ async def test_cross_site_and_malformed_logins_are_one_line_refusals(
         forged = await http.post("/api/login", content=f'{{"name":"ops","password":"{PASSWORD}"}}',
                                  headers={"Origin": "http://evil.example", "Content-Type": "text/plain"})
         assert forged.status_code == 403 and "vlm_session" not in forged.cookies
+        broken = await http.post("/api/login", json={"name": "ops", "password": "x"},
+                                 headers={"Origin": "http://[::1"})  # not even a URL: 403, not 500
+        assert broken.status_code == 403
         own = f"http://127.0.0.1:{daemon.http.port if daemon.http else 0}"
         deep = await http.post("/api/login", content="[" * 50_000, headers={"Origin": own})
         assert deep.status_code == 400 and "JSON" in deep.json()["error"]

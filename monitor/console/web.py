@@ -231,7 +231,10 @@ class Console:
         source = request.headers.get("Origin") or request.headers.get("Referer")
         if source is None:
             return True
-        host = urlsplit(source).netloc.lower()
+        try:
+            host = urlsplit(source).netloc.lower()
+        except ValueError:  # "http://[::1", say
+            return False
         return bool(host) and host in (request.host.lower(), self.public_host)
 
     def client(self, request: web.Request) -> str:
