@@ -193,8 +193,10 @@ async def test_scan_page_streams_rows_and_finds_the_first_second(
 async def test_a_hundred_cameras_at_a_glance(tmp_path: Path, fake_vlm: FakeVLM) -> None:
     grey, red = RtspServer(free_port()).start(), RtspServer(free_port()).start()
     red.send("red")
+    for server in (grey, red):
+        server.prime()  # a crowd of clients at once finds the shared stream ready
     dead = [f"rtsp://127.0.0.1:{free_port()}/live" for _ in range(6)]  # nothing listens there
-    live = {"open_timeout_seconds": 2, "down_alert_after_seconds": 1}
+    live = {"open_timeout_seconds": 5, "down_alert_after_seconds": 1}
     streams = ([{"name": f"cam-{i:03d}", "url": grey.url(), "targets": [RED], **live} for i in range(89)]
                + [{"name": "loading-dock", "url": grey.url(), "targets": [RED, "a blue parcel"], **live}]
                + [{"name": f"gate-{i}", "url": red.url(), "targets": [RED], **live} for i in range(4)]
