@@ -141,6 +141,8 @@ def test_home_assistant_sees_cameras_and_targets_come_and_go(
         watcher.wait("vlm-monitor/door/a_person_wearing_a_red_shirt/state", b"ON")
         attributes = json.loads(watcher.last("vlm-monitor/door/a_person_wearing_a_red_shirt/attributes") or b"{}")
         assert attributes["confidence"] >= 7 and "red" in attributes["description"]
+        # Published after the state and the attributes: wait for it, not just for them.
+        watcher.wait("vlm-monitor/door/a_person_wearing_a_red_shirt/snapshot")
         snapshot = watcher.last("vlm-monitor/door/a_person_wearing_a_red_shirt/snapshot")
         assert snapshot is not None and snapshot[:2] == b"\xff\xd8"  # a JPEG
         write(["door"])  # the yard camera is removed
