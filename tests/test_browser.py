@@ -178,7 +178,8 @@ async def test_scan_page_streams_rows_and_finds_the_first_second(
         assert len({w for w in widths}) > 1 or widths[-1] == "100%", widths
 
         await page.goto("/#/scan")
-        await expect(page.locator("#scans tbody tr")).to_have_count(1)
+        # Under a loaded CI machine the list can take longer than expect's default 5 s.
+        await expect(page.locator("#scans tbody tr")).to_have_count(1, timeout=20_000)
         await expect(page.locator("#scans tbody tr td").nth(2)).to_have_text("done")
 
         # A scan that does not exist (a stale link): said once, and not asked about again.
