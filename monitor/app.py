@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from monitor import __version__, logs, malloc
+from monitor.alerts.clips import ClipStore, clip_files
 from monitor.alerts.dispatch import Dispatcher
 from monitor.alerts.outbox import Outbox
 from monitor.alerts.sinks import make_sinks
@@ -183,18 +184,20 @@ class Daemon:
             dispatcher.show_status(watch.ready.is_set)
             stack.push_async_callback(dispatcher.close)
             await dispatcher.open()
+            clips = clip_files(state_dir / "clips", config.clips)
+            key = load_key(state_dir / "console.key") if config.console.enabled else None
         except (OSError, sqlite3.Error) as e:
             # A disk that is full or read-only now may not be later: exit 1, so systemd retries.
             raise DaemonError(f"cannot use the state directory {state_dir}: "
                               f"{getattr(e, 'strerror', None) or e}", EXIT_FAILED) from None
         board = scans = feedback = None
         console = None
-        if config.console.enabled:
+        if key is not None:  # the console is on
             board = Board(config.console.recent_samples)
             board.set_streams(_targets(config))
             try:
                 console, scans = await asyncio.to_thread(
-                    self._console, config, state_dir, outbox, snapshots, client, board,
+                    self._console, config, state_dir, key, outbox, snapshots, clips, client, board,
                     partial(self._fleet, client, dispatcher))
             except (OSError, sqlite3.Error) as e:
                 raise DaemonError(f"cannot use the state directory {state_dir}: "
@@ -210,6 +213,10 @@ class Daemon:
             raise DaemonError(f"cannot listen on {config.server.listen}: "
                               f"{e.strerror or type(e).__name__}") from None
         stack.push_async_callback(self.http.stop)
+        # The links in clip_ready events name the console as people reach it.
+        store = ClipStore(clips, config.clips, dispatcher, self.metrics, key,
+                          config.server.public_url or f"http://{config.server.listen.rpartition(':')[0]}:"
+                                                      f"{self.http.port}")
         capture = self._capture(config)
         if capture is not None:
             stack.callback(capture.close)  # after the streams: they close their cameras first
@@ -222,8 +229,8 @@ class Daemon:
         if scans is not None:
             background.append(tasks.create_task(scans.run(), name="scans"))
         stack.callback(lambda: [t.cancel() for t in background])  # runs before the group is left
-        parts = _Parts(Shared(client, watch, dispatcher, self.metrics, board, feedback, capture, overload),
-                       tasks)
+        parts = _Parts(Shared(client, watch, dispatcher, self.metrics, board, feedback, capture, overload,
+                              store), tasks)
         for settings in config.stream_settings().values():
             self._start_stream(parts, settings)
         if self.shard is not None:
@@ -254,8 +261,9 @@ class Daemon:
                 "model_servers": [{"name": e.name, "up": e.healthy} for e in client.endpoints],
                 "alerts_pending": await dispatcher.undelivered()}
 
-    def _console(self, config: Config, state_dir: Path, outbox: Outbox, snapshots: Snapshots | None,
-                 client: VlmClient, board: Board, fleet: Fleet) -> tuple[Console, Scans]:
+    def _console(self, config: Config, state_dir: Path, key: bytes, outbox: Outbox,
+                 snapshots: Snapshots | None, clips: Snapshots, client: VlmClient, board: Board,
+                 fleet: Fleet) -> tuple[Console, Scans]:
         """The console's parts (blocking: files and SQLite)."""
         cc = config.console
         scans = Scans(state_dir / "scans", client, config.detection, config.preprocess,
@@ -265,9 +273,9 @@ class Daemon:
         feedback = Feedback(state_dir / "feedback.sqlite3")
         for (stream, target, verdict), n in feedback.counts().items():
             self.metrics.feedback.labels(stream, target, verdict).set(n)
-        console = Console(cc, config.server, load_key(state_dir / "console.key"), board, outbox,
-                          snapshots, feedback, scans, Revoked(state_dir / "sessions.sqlite3"), self.metrics,
-                          fleet, shard=str(self.shard) if self.shard else None)
+        console = Console(cc, config.server, key, board, outbox,
+                          snapshots, clips, feedback, scans, Revoked(state_dir / "sessions.sqlite3"),
+                          self.metrics, fleet, shard=str(self.shard) if self.shard else None)
         return console, scans
 
     async def _main_loop(self, parts: _Parts, shutdown: asyncio.Event) -> None:
@@ -298,6 +306,8 @@ class Daemon:
         if any(r.task and not r.task.done() for r in self._streams.values()):
             self._log.info("stopping", reason=watch.fatal or "signal")
             await self._stop_streams(list(self._streams), grace)
+        if parts.shared.clips is not None:
+            await parts.shared.clips.close(grace)
         if shutdown.is_set() or watch.fatal:
             delivered = await dispatcher.drain(grace)
         else:

@@ -151,6 +151,12 @@ class Metrics:
         self.capture_worker_restarts = Counter(
             f"{PREFIX}_capture_worker_restarts", "Capture workers started again after they died",
             registry=r)
+        self.clips = Counter(
+            f"{PREFIX}_clips", "Alerts' evidence clips: written, or failed (the alert went out anyway)",
+            ["result"], registry=r)
+        for result in ("written", "failed"):
+            self.clips.labels(result)
+        self.clip_bytes = Gauge(f"{PREFIX}_clip_bytes", "Bytes of evidence clips kept on disk", registry=r)
 
     def declare_stream(self, stream: str, targets: list[str]) -> None:
         """Create a stream's series at zero, so rate() and absent() work from the start."""

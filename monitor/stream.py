@@ -19,6 +19,7 @@ from functools import partial
 import structlog
 
 from monitor import logs
+from monitor.alerts.clips import ClipStore
 from monitor.alerts.dispatch import Dispatcher
 from monitor.alerts.model import Alert
 from monitor.alerts.snapshots import with_box
@@ -37,6 +38,7 @@ from monitor.sources.base import Frame, Sample, SourceError
 from monitor.sources.files import file_samples
 from monitor.sources.live import LiveSource, StateChange
 from monitor.sources.pool import CapturePool
+from monitor.sources.worker import CaptureSpec
 from monitor.urls import is_live
 from monitor.verdict import Box
 from monitor.verify import region, second_look
@@ -72,6 +74,7 @@ class Shared:
     feedback: Feedback | None = None  # judged alerts: their false alarms go into the prompts
     capture: CapturePool | None = None  # the worker processes live cameras are received in
     overload: Overload | None = None  # which cameras fell behind
+    clips: ClipStore | None = None  # each alert's clip
 
 
 @dataclass
@@ -103,6 +106,7 @@ class StreamRunner:
         self.feedback = shared.feedback
         self.capture = shared.capture
         self.overload = shared.overload
+        self.clips = shared.clips if settings.clips.enabled else None
         self._live: LiveSource | None = None
         self._received = 0  # bytes the live source had received when last counted
         self.stopping = asyncio.Event()  # set to stop this stream alone
@@ -174,13 +178,19 @@ class StreamRunner:
                                    stop=self.stopping)
             return self._counted(samples), analyze, settings.window
         shown = area(view_for([zoned.get(t.name, ()) for t in cfg.targets]))
+        clips = settings.clips
+        # Packets are held for a clip's seconds before the target appeared, and for as long as
+        # the alert may take to be raised after that (the streak, the model, a second look).
+        hold = (clips.before_seconds + settings.detection.consecutive_matches * cfg.sample_interval_seconds
+                + 5.0) if self.clips is not None else 0.0
+        spec = CaptureSpec(url, cfg.name, cfg.sample_interval_seconds, cfg.decode, cfg.transport,
+                           cfg.open_timeout_seconds, cfg.frozen_after_seconds,
+                           # With zones the model sees only their part of the frame: keep enough
+                           # pixels for it.
+                           round(settings.preprocess.max_pixels / shown),
+                           clip_hold_s=hold, clip_bytes_per_s=clips.max_mbit_per_second * 1e6 / 8)
         source = await stack.enter_async_context(LiveSource(
-            url, cfg.name, interval=cfg.sample_interval_seconds, decode=cfg.decode,
-            transport=cfg.transport, open_timeout_s=cfg.open_timeout_seconds,
-            frozen_after_s=cfg.frozen_after_seconds,
-            down_alert_after_s=cfg.down_alert_after_seconds, on_change=self._changed,
-            # With zones the model sees only their part of the frame: keep enough pixels for it.
-            max_pixels=round(settings.preprocess.max_pixels / shown),
+            spec, down_alert_after_s=cfg.down_alert_after_seconds, on_change=self._changed,
             keep_full=any(t.verify for t in cfg.targets), capture=self.capture))
         self._live = source
         # Two at once: one frame with the model while the next is prepared.
@@ -283,6 +293,16 @@ class StreamRunner:
                            **({"same_since_last": left_out} if left_out else {}))
         return outcome.confirmed
 
+    def _clip(self, alert: Alert, first: Seen) -> None:
+        """Order the alert's clip: from the camera's held packets, or cut from the recording."""
+        if self.clips is None:
+            return
+        before, after = self.settings.clips.before_seconds, self.settings.clips.after_seconds
+        if self._live is not None:
+            self.clips.order(self._live.reader, alert, first.wall, before, after)
+        else:
+            self.clips.cut(self.cfg.url.get_secret_value(), alert, first.offset, before, after)
+
     def _cooling(self, target: str, offset: float) -> bool:
         last = self._last_alert.get(target)
         return last is not None and offset - last < self.settings.detection.cooldown_seconds
@@ -355,6 +375,7 @@ class StreamRunner:
                 if snapshot is not None and last.mark is not None:
                     snapshot = await asyncio.to_thread(with_box, snapshot, last.mark)
                 await self.dispatcher.publish(alert, snapshot=snapshot)
+                self._clip(alert, first)
             elif isinstance(event, Cleared):
                 last = event.last_seen
                 self._log.info("target cleared", target=r.target.name, last_seen=last.offset)

@@ -24,14 +24,16 @@ ensure_venv() {
 
 # The tests use real parts from Debian's packages, installed when missing:
 # GStreamer's RTSP server (run by the system Python), Prometheus and promtool,
-# systemd-analyze for the unit file, mosquitto, an MQTT broker, and chromium for the console's
-# browser tests (driven by Playwright, which downloads no browser of its own).
+# systemd-analyze for the unit file, mosquitto, an MQTT broker, chromium for the console's
+# browser tests (driven by Playwright, which downloads no browser of its own), and ffprobe, which
+# says what an evidence clip holds.
 ensure_test_system_packages() {
   local check='import gi; gi.require_version("GstRtspServer", "1.0"); from gi.repository import GstRtspServer'
   if /usr/bin/python3 -c "$check" 2>/dev/null && command -v gst-inspect-1.0 >/dev/null \
       && gst-inspect-1.0 x264enc >/dev/null 2>&1 && command -v promtool >/dev/null \
       && command -v prometheus >/dev/null && command -v systemd-analyze >/dev/null \
-      && command -v mosquitto >/dev/null && command -v chromium >/dev/null; then
+      && command -v mosquitto >/dev/null && command -v chromium >/dev/null \
+      && command -v ffprobe >/dev/null; then
     return
   fi
   if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
@@ -44,4 +46,4 @@ ensure_test_system_packages() {
 
 TEST_DEBS="python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-tools gstreamer1.0-plugins-base
   gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav
-  prometheus systemd mosquitto chromium"
+  prometheus systemd mosquitto chromium ffmpeg"

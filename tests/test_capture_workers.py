@@ -27,6 +27,7 @@ from monitor.sources.capture import Lag
 from monitor.sources.live import LiveSource
 from monitor.sources.pool import CapturePool, worker_count
 from monitor.sources.slot import FrameSlot, capacity, memory
+from monitor.sources.worker import CaptureSpec
 from monitor.vlm import Late, Unavailable
 from tests.conftest import free_port
 from tests.fakes.vllm import FakeVLM
@@ -216,9 +217,8 @@ class Reports:
 def test_a_worker_captures_and_a_dead_worker_is_restarted(rtsp: RtspServer) -> None:
     pool = CapturePool(1).start()
     reports = Reports()
-    source = LiveSource(rtsp.url(), "cam", interval=1.0, decode="keyframes", transport="tcp",
-                        open_timeout_s=5, frozen_after_s=5, down_alert_after_s=1,
-                        on_change=lambda change: None, max_pixels=644 * 364, capture=pool)
+    source = LiveSource(CaptureSpec(rtsp.url(), "cam", 1.0, "keyframes", "tcp", 5, 5, 644 * 364),
+                        down_alert_after_s=1, on_change=lambda change: None, capture=pool)
     reader: Any = source.reader
     reader.report = reports
     try:

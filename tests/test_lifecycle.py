@@ -20,6 +20,7 @@ from monitor.app import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Daemon, DaemonError, O
 from monitor.config import Config, parse_config
 from monitor.metrics import Metrics
 from monitor.sources.live import LiveSource, StateChange
+from monitor.sources.worker import CaptureSpec
 from tests.clips import make_clip
 from tests.conftest import Receiver, cli, free_port
 from tests.fakes.vllm import FakeVLM
@@ -87,9 +88,8 @@ def test_a_recordings_run_waits_for_its_alerts_past_the_grace_period(
 
 async def test_a_stopped_live_source_never_announces_stream_down_afterwards() -> None:
     changes: list[StateChange] = []
-    source = LiveSource(f"rtsp://127.0.0.1:{free_port()}/cam", "dead", interval=1.0, decode="auto",
-                        transport="tcp", open_timeout_s=1.0, frozen_after_s=1.0,
-                        down_alert_after_s=1.5, on_change=changes.append)
+    source = LiveSource(CaptureSpec(f"rtsp://127.0.0.1:{free_port()}/cam", "dead", 1.0, "auto", "tcp",
+                                    1.0, 1.0, None), down_alert_after_s=1.5, on_change=changes.append)
     async with source:
         deadline = time.monotonic() + 10
         while not any(c.kind == "down" for c in changes):

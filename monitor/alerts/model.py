@@ -49,6 +49,19 @@ class Alert:
                    {"at": iso_utc(at), "reason": reason})
 
     @classmethod
+    def clip_ready(cls, detected: Alert, clip_url: str | None, seconds: float, note: str = "") -> Alert:
+        """The clip of a ``target_detected`` alert is on disk. It carries the detection's own
+        fields too, so a receiver that sees only this event (a chat bot, Home Assistant's
+        attributes) has the whole story."""
+        fields: dict[str, Any] = {
+            "alert_id": detected.id, "clip_url": clip_url, "duration_seconds": round(seconds, 2),
+            **{k: detected.fields[k] for k in ("target", "first_seen", "confidence", "description", "model")
+               if k in detected.fields}}
+        if note:
+            fields["clip_note"] = note  # why it is shorter than asked for
+        return cls("clip_ready", detected.stream, fields)
+
+    @classmethod
     def from_body(cls, body: bytes) -> Alert:
         """The alert as stored in the outbox (its body); body() gives the same bytes back."""
         fields = json.loads(body)

@@ -179,6 +179,17 @@ class Outbox:
             row = self._db.execute("SELECT body FROM alerts WHERE id = ?", (alert_id,)).fetchone()
         return Alert.from_body(row[0]) if row else None
 
+    def clips_announced(self, alert_ids: list[str]) -> set[str]:
+        """Which of these alerts had a clip written (a clip_ready event names them)."""
+        if not alert_ids:
+            return set()
+        marks = ",".join("?" * len(alert_ids))
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT json_extract(body, '$.alert_id') FROM alerts WHERE event = 'clip_ready' "
+                f"AND json_extract(body, '$.alert_id') IN ({marks})", alert_ids).fetchall()
+        return {str(r[0]) for r in rows}
+
     def orphans(self, sinks: Iterable[str]) -> dict[str, int]:
         """Give up pending deliveries to sinks no longer configured; how many, per sink."""
         names = list(sinks)

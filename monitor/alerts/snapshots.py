@@ -1,5 +1,6 @@
 """The analysed frame of each alert, kept as a JPEG under the state directory, with the
-target's box drawn on it when the model gave one.
+target's box drawn on it when the model gave one (and, through the same class, each
+alert's clip).
 
 Retention by count, age and total size, enforced after every save, oldest first.
 """
@@ -31,15 +32,20 @@ def with_box(jpeg: bytes, box: tuple[float, float, float, float]) -> bytes:
 
 
 class Snapshots:
-    def __init__(self, directory: Path, *, max_count: int, max_age_s: float, max_bytes: int) -> None:
+    """One file per alert in a directory, kept by count, age and total size."""
+
+    def __init__(self, directory: Path, *, max_count: int, max_age_s: float, max_bytes: int,
+                 suffix: str = ".jpg") -> None:
         self.directory = directory
         self.max_count = max_count
         self.max_age_s = max_age_s
         self.max_bytes = max_bytes
+        self.suffix = suffix
+        self.kept_bytes = 0  # all of them together, as of the last prune
         directory.mkdir(parents=True, exist_ok=True)
 
     def path(self, alert_id: str) -> Path:
-        return self.directory / f"{alert_id}.jpg"
+        return self.directory / f"{alert_id}{self.suffix}"
 
     def save(self, alert_id: str, jpeg: bytes) -> str:
         """Write the JPEG (atomically) and return its file name."""
@@ -60,17 +66,20 @@ class Snapshots:
     def prune(self, now: float | None = None) -> int:
         now = time.time() if now is None else now
         files = []
-        for p in self.directory.glob("*.jpg"):
+        for p in self.directory.glob(f"*{self.suffix}"):
             try:
                 st = p.stat()
             except OSError:
                 continue
             files.append((st.st_mtime, st.st_size, p))
         files.sort(reverse=True)  # newest first: keep from the front
-        removed, total = 0, 0
+        removed, total, kept = 0, 0, 0
         for i, (mtime, size, p) in enumerate(files):
             total += size
             if i >= self.max_count or now - mtime > self.max_age_s or total > self.max_bytes:
                 p.unlink(missing_ok=True)
                 removed += 1
+            else:
+                kept += size
+        self.kept_bytes = kept
         return removed

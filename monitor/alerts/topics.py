@@ -5,7 +5,8 @@
     {prefix}/alerts_pending             a number (retained)
     {prefix}/{stream}/status            "online" / "offline" (retained): the camera
     {prefix}/{stream}/{target}/state    "ON" / "OFF" (retained; detected / cleared)
-    {prefix}/{stream}/{target}/attributes  the last detection: confidence, description, … (retained)
+    {prefix}/{stream}/{target}/attributes  the last detection: confidence, description, … and,
+                                        once written, its clip's link (retained)
     {prefix}/{stream}/{target}/snapshot    the last alert's JPEG (retained)
     {prefix}/{stream}/events            every alert's JSON payload (not retained)
 """
@@ -26,10 +27,11 @@ def messages(prefix: str, alert: Alert) -> list[tuple[str, bytes, bool]]:
     if alert.event in ("target_detected", "target_cleared") and isinstance(target, str):
         state = b"ON" if alert.event == "target_detected" else b"OFF"
         out.append((f"{base}/{topic_part(target)}/state", state, True))
-        if alert.event == "target_detected":
-            details = {k: alert.fields.get(k) for k in
-                       ("confidence", "description", "first_seen", "model", "snapshot") if k in alert.fields}
-            out.append((f"{base}/{topic_part(target)}/attributes", json.dumps(details).encode(), True))
+    if alert.event in ("target_detected", "clip_ready") and isinstance(target, str):
+        # The last detection's details; its clip's link once the clip is written.
+        details = {k: alert.fields.get(k) for k in ("confidence", "description", "first_seen", "model",
+                                                    "snapshot", "clip_url") if k in alert.fields}
+        out.append((f"{base}/{topic_part(target)}/attributes", json.dumps(details).encode(), True))
     elif alert.event in ("stream_up", "stream_down"):
         out.append((f"{base}/status", b"online" if alert.event == "stream_up" else b"offline", True))
     return out

@@ -7,6 +7,7 @@ from monitor.config.schema import (
     DEFAULT_BASE_URL,
     DEFAULT_MAX_PIXELS,
     DEFAULT_MODEL,
+    ClipsConfig,
     Config,
     ConfigError,
     ConsoleConfig,
@@ -33,7 +34,8 @@ from monitor.config.schema import (
 
 __all__ = [
     "AUTO_MAX_CONCURRENCY", "AUTO_START_CONCURRENCY",
-    "DEFAULT_BASE_URL", "DEFAULT_MAX_PIXELS", "DEFAULT_MODEL", "Config", "ConfigError", "ConsoleConfig",
+    "DEFAULT_BASE_URL", "DEFAULT_MAX_PIXELS", "DEFAULT_MODEL",
+    "ClipsConfig", "Config", "ConfigError", "ConsoleConfig",
     "DetectionConfig", "EndpointConfig", "EventName", "LogSinkConfig", "LoggingConfig", "MqttSinkConfig",
     "PreprocessConfig", "SceneChangeConfig", "ServerConfig", "SinkBase", "SinkConfig",
     "SnapshotsConfig", "StreamConfig", "StreamSettings", "Target", "UserConfig", "VlmConfig",

@@ -186,6 +186,27 @@ class ZoneConfig(_Model):
         return self
 
 
+class ClipOverride(_Model):
+    """A stream's own clip settings; what it leaves out comes from the top-level ``clips``."""
+
+    enabled: bool | None = None
+    before_seconds: float | None = Field(None, ge=0, le=60)
+    after_seconds: float | None = Field(None, ge=0, le=300)
+
+
+class ClipsConfig(_Model):
+    """A short video with every alert, from the camera's own packets (see monitor/sources/clips.py)."""
+
+    enabled: bool = True
+    before_seconds: float = Field(5.0, ge=0, le=60)
+    after_seconds: float = Field(10.0, ge=0, le=300)
+    max_total_mb: float = Field(2000.0, gt=0)
+    keep_days: float = Field(7.0, gt=0, le=3650)  # also how long a clip's signed link works
+    # A camera's packets held in memory are bounded at this bitrate: one that suddenly sends
+    # more keeps the bound, and its clips are shorter (the event says so).
+    max_mbit_per_second: float = Field(16.0, gt=0, le=1000)
+
+
 class StreamConfig(_Model):
     name: Name
     # Camera URLs carry passwords: kept secret, shown only through redact_url().
@@ -205,6 +226,7 @@ class StreamConfig(_Model):
     frozen_after_seconds: float = Field(10.0, gt=0, le=3600)
     # stream_down goes to the sinks only after this long down (stream_up only after it).
     down_alert_after_seconds: float = Field(60.0, ge=0, le=86400)
+    clips: ClipOverride = ClipOverride()
 
     @field_validator("url")
     @classmethod
@@ -252,11 +274,11 @@ class PreprocessConfig(_Model):
     jpeg_quality: int = Field(85, ge=10, le=100)
 
 
-EventName = Literal["target_detected", "target_cleared", "stream_down", "stream_up"]
+EventName = Literal["target_detected", "target_cleared", "stream_down", "stream_up", "clip_ready"]
 
 
 def _default_events() -> list[EventName]:
-    return ["target_detected", "stream_down", "stream_up"]
+    return ["target_detected", "stream_down", "stream_up", "clip_ready"]
 
 
 class SceneChangeConfig(_Model):
@@ -272,7 +294,7 @@ class SceneChangeConfig(_Model):
 
 
 def _all_events() -> list[EventName]:
-    return ["target_detected", "target_cleared", "stream_down", "stream_up"]
+    return ["target_detected", "target_cleared", "stream_down", "stream_up", "clip_ready"]
 
 
 class SinkBase(_Model):
@@ -444,6 +466,7 @@ class StreamSettings(_Model):
     scene_change: SceneChangeConfig
     window: int  # samples of a recording analysed at once
     timezone: str | None = None  # for the targets' schedules
+    clips: ClipsConfig = ClipsConfig()  # with the stream's own overrides
 
 
 class Config(_Model):
@@ -458,6 +481,7 @@ class Config(_Model):
     snapshots: SnapshotsConfig = SnapshotsConfig()
     console: ConsoleConfig = ConsoleConfig()
     capture: CaptureConfig = CaptureConfig()
+    clips: ClipsConfig = ClipsConfig()
     logging: LoggingConfig = LoggingConfig()
     # On SIGTERM: how long in-flight analysis, then alert delivery, may each take.
     shutdown_grace_seconds: float = Field(10.0, ge=0, le=600)
@@ -506,10 +530,11 @@ class Config(_Model):
             pre = self.preprocess
             if s.max_pixels is not None:
                 pre = pre.model_copy(update={"max_pixels": s.max_pixels})
+            clips = self.clips.model_copy(update=s.clips.model_dump(exclude_none=True))
             out[s.name] = StreamSettings(stream=s, detection=self.detection, preprocess=pre,
                                          scene_change=self.scene_change,
                                          window=min(self.vlm.total_concurrency, 32),
-                                         timezone=self.timezone)
+                                         timezone=self.timezone, clips=clips)
         return out
 
     def resolved_state_dir(self, env: Mapping[str, str] = os.environ) -> Path:

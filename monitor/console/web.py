@@ -34,6 +34,8 @@ from monitor.alerts.snapshots import Snapshots
 from monitor.board import Board
 from monitor.config import ConsoleConfig, ServerConfig
 from monitor.console.auth import COOKIE, SESSION_SECONDS, LoginThrottle, Session, Signer, client_address
+from monitor.console.clips import ClipRoutes
+from monitor.console.replies import error, reply
 from monitor.console.revoked import Revoked
 from monitor.console.scans import MAX_TARGETS, ScanRejected, Scans, display_name, scan_targets
 from monitor.feedback import VERDICTS, Feedback, Judgement
@@ -64,17 +66,6 @@ LIVE_PERIOD_S = 1.0  # the Cameras page hears of changes at most this often
 SESSION_KEY: web.RequestKey[Session | None] = web.RequestKey("session")
 
 
-def _json(data: Any, status: int = 200) -> web.Response:
-    return web.json_response(data, status=status, dumps=lambda d: json.dumps(d, ensure_ascii=False))
-
-
-def _error(status: int, message: str) -> web.HTTPException:
-    cls = web.HTTPException
-    exc = cls(text=json.dumps({"error": message}), content_type="application/json")
-    exc.set_status(status)
-    return exc
-
-
 T = TypeVar("T")
 
 # The daemon's side of the fleet header (model servers, alerts pending, samples due).
@@ -98,7 +89,7 @@ class Pace:
             async with asyncio.timeout(max(0.0, self.left(time.monotonic()))):
                 return await pending
         except TimeoutError:
-            raise _error(408, "the request body came too slowly") from None
+            raise error(408, "the request body came too slowly") from None
 
     async def read(self, read: Callable[[], Awaitable[bytes]]) -> bytes:
         chunk = await self.within(read())
@@ -119,7 +110,8 @@ async def _nosniff(request: web.Request, response: web.StreamResponse) -> None:
 
 class Console:
     def __init__(self, cfg: ConsoleConfig, server: ServerConfig, key: bytes, board: Board,
-                 outbox: Outbox, snapshots: Snapshots | None, feedback: Feedback, scans: Scans,
+                 outbox: Outbox, snapshots: Snapshots | None, clips: Snapshots, feedback: Feedback,
+                 scans: Scans,
                  revoked: Revoked, metrics: Metrics, fleet: Fleet, *, shard: str | None = None) -> None:
         self.cfg = cfg
         self.users = {u.name: u.password_hash.get_secret_value() for u in server.users}
@@ -138,6 +130,7 @@ class Console:
         self.board = board
         self.outbox = outbox
         self.snapshots = snapshots
+        self.clips = ClipRoutes(clips, key)
         self.feedback = feedback
         self.scans = scans
         self.metrics = metrics
@@ -169,6 +162,7 @@ class Console:
         r.add_get("/api/events", self._events)
         r.add_get("/api/events/{id}/snapshot.jpg", self._snapshot)
         r.add_post("/api/events/{id}/feedback", self._judge)
+        self.clips.add(r)
         r.add_get("/api/scans", self._scans)
         r.add_post("/api/scans", self._scan_upload)
         r.add_get("/api/scans/{id}", self._scan)
@@ -183,11 +177,11 @@ class Console:
         # An open console (loopback, no users) answers only to its own names, /metrics too:
         # a page on another site whose name now points here (DNS rebinding) reads nothing.
         if not self.login_required and _hostname(request.host) not in LOCAL_HOSTS:
-            raise _error(403, "the console without users answers only to localhost")
+            raise error(403, "the console without users answers only to localhost")
         if path in ("/metrics", "/healthz", "/readyz"):
             return await handler(request)
         if request.method not in ("GET", "HEAD") and not self._same_site(request):
-            raise _error(403, "a request from another site")
+            raise error(403, "a request from another site")
         address = self.client(request)
         if self._requests.get(address, 0) >= PER_CLIENT:
             raise _too_many(f"more than {PER_CLIENT} requests at once from one address", 1.0)
@@ -205,12 +199,12 @@ class Console:
         if not path.startswith("/api/") or path in ("/api/login", "/api/session"):
             return await handler(request)
         if self.login_required and (session is None or session.user is None):
-            raise _error(401, "log in first")
+            raise error(401, "log in first")
         if request.method not in ("GET", "HEAD"):
             token = request.headers.get("X-CSRF-Token", "")
             expected = self.signer.csrf(session).encode() if session else b""
             if session is None or not hmac.compare_digest(token.encode("utf-8", "replace"), expected):
-                raise _error(403, "missing or wrong X-CSRF-Token")
+                raise error(403, "missing or wrong X-CSRF-Token")
         return await handler(request)
 
     def _valid(self, session: Session | None) -> Session | None:
@@ -255,9 +249,9 @@ class Console:
         if session is None and not self.login_required:
             session = self.signer.new_session(None, time.time())
         if session is None or (self.login_required and session.user is None):
-            return _json({"login_required": True, "user": None,
+            return reply({"login_required": True, "user": None,
                           "error": "log in first"}, status=401)  # like every /api/ call
-        response = _json({"login_required": self.login_required, "user": session.user,
+        response = reply({"login_required": self.login_required, "user": session.user,
                           "csrf_token": self.signer.csrf(session), "shard": self.shard})
         self._set_cookie(response, session)
         return response
@@ -275,7 +269,7 @@ class Console:
         body = await _body_json(request)
         name, password = body.get("name"), body.get("password")
         if not isinstance(name, str) or not isinstance(password, str) or not _text(name + password):
-            raise _error(400, 'send JSON {"name": ..., "password": ...} (text, at most 1024 characters)')
+            raise error(400, 'send JSON {"name": ..., "password": ...} (text, at most 1024 characters)')
         stored = self.users.get(name)
         self._checking += 1
         try:
@@ -285,11 +279,11 @@ class Console:
             self._checking -= 1
         if stored is None or not ok:
             self._log.warning("console login refused", user=name[:64], address=address)
-            raise _error(401, "wrong name or password")
+            raise error(401, "wrong name or password")
         self.throttle.succeeded(address)
         session = self.signer.new_session(name, time.time(), self.signer.generation(name, stored))
         self._log.info("console login", user=name, address=address)
-        response = _json({"user": name, "csrf_token": self.signer.csrf(session), "shard": self.shard})
+        response = reply({"user": name, "csrf_token": self.signer.csrf(session), "shard": self.shard})
         self._set_cookie(response, session)
         return response
 
@@ -297,7 +291,7 @@ class Console:
         session: Session | None = request[SESSION_KEY]
         if session is not None:  # the cookie is void from now on, wherever a copy of it is
             await asyncio.to_thread(self.revoked.revoke, session.nonce, session.expires)
-        response = _json({"user": None})
+        response = reply({"user": None})
         response.del_cookie(COOKIE, path="/")
         return response
 
@@ -324,11 +318,11 @@ class Console:
 
     async def _fleet(self, request: web.Request) -> web.Response:
         """The fleet header: cameras by state, samples judged against due, model servers, backlog."""
-        return _json({**self.board.fleet(time.monotonic()), **await self.fleet()})
+        return reply({**self.board.fleet(time.monotonic()), **await self.fleet()})
 
     async def _cameras(self, request: web.Request) -> web.Response:
         now = time.monotonic()
-        return _json([cam.json(now) for cam in self.board.cameras.values()])
+        return reply([cam.json(now) for cam in self.board.cameras.values()])
 
     async def _cameras_live(self, request: web.Request) -> web.StreamResponse:
         """Server-sent events: the cameras that changed, at most once a second."""
@@ -358,26 +352,26 @@ class Console:
     def _camera(self, request: web.Request) -> Any:
         cam = self.board.cameras.get(request.match_info["name"])
         if cam is None:
-            raise _error(404, "no such camera")
+            raise error(404, "no such camera")
         return cam
 
     async def _camera_frame(self, request: web.Request) -> web.Response:
         cam = self._camera(request)
         if cam.frame is None:
-            raise _error(404, "no frame judged yet")
+            raise error(404, "no frame judged yet")
         return _jpeg(cam.frame)
 
     async def _camera_samples(self, request: web.Request) -> web.Response:
         cam = self._camera(request)
         limit = _int(request.query.get("limit"), 100, 1, self.cfg.recent_samples)
-        return _json({"camera": cam.json(time.monotonic()),
+        return reply({"camera": cam.json(time.monotonic()),
                       "samples": self.board.recent(cam.name, limit)})
 
     async def _camera_thumb(self, request: web.Request) -> web.Response:
         cam = self._camera(request)
         thumb = cam.thumbs.get(_int(request.match_info["seq"], -1, -1, 2**62))
         if thumb is None:
-            raise _error(404, "no such thumbnail (only the newest are kept)")
+            raise error(404, "no such thumbnail (only the newest are kept)")
         return _jpeg(thumb)
 
     # --- events ----------------------------------------------------------------------
@@ -389,15 +383,25 @@ class Console:
             event=q.get("event") or None, since=_float(q.get("since")), until=_float(q.get("until")),
             before=_int(q.get("before"), None, 0, 2**62), after=_int(q.get("after"), None, 0, 2**62),
             limit=_int(q.get("limit"), 50, 1, 500))
-        judged = await asyncio.to_thread(self.feedback.of, [e.alert.id for e in events])
+        ids = [e.alert.id for e in events]
+        judged = await asyncio.to_thread(self.feedback.of, ids)
+        clips = await asyncio.to_thread(self._clip_states, ids)
         out = []
         for e in events:
             payload = e.alert.payload()
             snapshot = payload.pop("snapshot", None)
+            payload.pop("clip_url", None)  # the signed link is for those without a session
+            clip = clips.get(e.alert.id) if e.alert.event == "target_detected" else None
             out.append({**payload, "seq": e.seq, "created": e.created,
                         "snapshot": f"/api/events/{e.alert.id}/snapshot.jpg" if snapshot else None,
+                        "clip": f"/api/events/{e.alert.id}/clip.mp4" if clip == "ready" else None,
+                        "clip_state": clip,
                         "deliveries": e.deliveries, "feedback": judged.get(e.alert.id)})
-        return _json(out)
+        return reply(out)
+
+    def _clip_states(self, ids: list[str]) -> dict[str, str]:
+        """Blocking: which of these alerts have a clip on disk, or had one."""
+        return self.clips.states(ids, self.outbox.clips_announced(ids))
 
     async def _snapshot(self, request: web.Request) -> web.Response:
         alert_id = request.match_info["id"]
@@ -405,7 +409,7 @@ class Console:
         if ALERT_ID.match(alert_id) and self.snapshots is not None:
             body = await asyncio.to_thread(self.snapshots.read, f"{alert_id}.jpg")
         if body is None:
-            raise _error(404, "no snapshot for this event")
+            raise error(404, "no snapshot for this event")
         return _jpeg(body)
 
     async def _judge(self, request: web.Request) -> web.Response:
@@ -413,12 +417,12 @@ class Console:
         body = await _body_json(request)
         verdict, lesson = body.get("verdict"), body.get("lesson", "")
         if verdict not in VERDICTS:
-            raise _error(400, f"verdict must be one of: {', '.join(VERDICTS)}")
+            raise error(400, f"verdict must be one of: {', '.join(VERDICTS)}")
         if not isinstance(lesson, str) or not _text(lesson) or len(lesson) > LESSON_CHARS:
-            raise _error(400, f"lesson must be text of at most {LESSON_CHARS} characters")
+            raise error(400, f"lesson must be text of at most {LESSON_CHARS} characters")
         alert = await asyncio.to_thread(self.outbox.event, alert_id) if ALERT_ID.match(alert_id) else None
         if alert is None or alert.event != "target_detected":
-            raise _error(404, "no such alert")
+            raise error(404, "no such alert")
         session: Session | None = request[SESSION_KEY]
         judgement = Judgement(alert.id, alert.stream, str(alert.fields["target"]), verdict,
                               str(alert.fields.get("description", "")), time.time(),
@@ -430,49 +434,49 @@ class Console:
                 self.metrics.feedback.labels(alert.stream, judgement.target, before).dec()
         self._log.info("alert judged", alert_id=alert.id, stream=alert.stream,
                        target=judgement.target, verdict=verdict, user=judgement.user)
-        return _json({"id": alert.id, "feedback": verdict})
+        return reply({"id": alert.id, "feedback": verdict})
 
     # --- scans -----------------------------------------------------------------------
 
     async def _scans(self, request: web.Request) -> web.Response:
-        return _json([s.summary() for s in reversed(self.scans.scans.values())])
+        return reply([s.summary() for s in reversed(self.scans.scans.values())])
 
     def _scan_of(self, request: web.Request) -> Any:
         scan_id = request.match_info["id"]
         scan = self.scans.scans.get(scan_id) if SCAN_ID.match(scan_id) else None
         if scan is None:
-            raise _error(404, "no such scan")
+            raise error(404, "no such scan")
         return scan
 
     async def _scan(self, request: web.Request) -> web.Response:
         scan = self._scan_of(request)
-        return _json(scan.json(_int(request.query.get("since"), 0, 0, 10**9)))
+        return reply(scan.json(_int(request.query.get("since"), 0, 0, 10**9)))
 
     async def _scan_stop(self, request: web.Request) -> web.Response:
         scan = self._scan_of(request)
         self.scans.stop(scan.id)
-        return _json(scan.summary())
+        return reply(scan.summary())
 
     async def _scan_thumb(self, request: web.Request) -> web.Response:
         scan = self._scan_of(request)
         body = await asyncio.to_thread(self.scans.thumb, scan.id,
                                        _int(request.match_info["index"], -1, -1, 10**9))
         if body is None:
-            raise _error(404, "no such thumbnail")
+            raise error(404, "no such thumbnail")
         return _jpeg(body)
 
     async def _scan_upload(self, request: web.Request) -> web.Response:
         """multipart/form-data: ``video`` (the recording) and one or more ``targets``."""
         active = self._uploading + sum(s.status in ("queued", "running") for s in self.scans.scans.values())
         if active >= MAX_QUEUED_SCANS:  # uploads in progress count: disk use stays bounded
-            raise _error(429, f"{active} scans are already queued or running; wait for one to finish")
+            raise error(429, f"{active} scans are already queued or running; wait for one to finish")
         limit = int(self.cfg.upload_max_mb * 1e6)
         if request.content_length is not None and request.content_length > limit + 64 * 1024:
-            raise _error(413, f"the upload is larger than the limit of {self.cfg.upload_max_mb:g} MB")
+            raise error(413, f"the upload is larger than the limit of {self.cfg.upload_max_mb:g} MB")
         try:
             reader = await request.multipart()
         except (AssertionError, ValueError, KeyError):
-            raise _error(400, "send multipart/form-data with a `video` file and `targets`") from None
+            raise error(400, "send multipart/form-data with a `video` file and `targets`") from None
         self._uploading += 1  # before the first await: counted by every upload checked after it
         scan_id: str | None = None
         try:
@@ -483,23 +487,23 @@ class Console:
             name: str | None = None
             while (part := await pace.within(reader.next())) is not None:
                 if not isinstance(part, BodyPartReader):
-                    raise _error(400, "nested multipart is not accepted")
+                    raise error(400, "nested multipart is not accepted")
                 if part.name == "video":
                     name = display_name(part.filename)
                     await _save_part(part, path, limit, self.cfg.upload_max_mb, pace)
                 elif part.name in ("targets", "target", "find"):
                     if len(texts) > MAX_TARGETS:
-                        raise _error(400, f"at most {MAX_TARGETS} targets per scan")
+                        raise error(400, f"at most {MAX_TARGETS} targets per scan")
                     texts.extend((await _read_small(part, pace)).splitlines())
                 else:
-                    raise _error(400, f"unexpected form field {str(part.name)[:40]!r}")
+                    raise error(400, f"unexpected form field {str(part.name)[:40]!r}")
             if name is None:
-                raise _error(400, "no `video` file in the form")
+                raise error(400, "no `video` file in the form")
             try:
                 targets = scan_targets(texts)
                 duration = await asyncio.to_thread(probe_video, path, self.cfg.max_upload_pixels)
             except (ScanRejected, SourceError) as e:
-                raise _error(400, f"{name}: {e}") from None
+                raise error(400, f"{name}: {e}") from None
             scan = self.scans.submit(new_id, name, targets, duration)
         except BaseException:
             if scan_id is not None:
@@ -507,7 +511,7 @@ class Console:
             raise
         finally:
             self._uploading -= 1
-        return _json({"id": scan.id, **scan.summary()}, status=202)
+        return reply({"id": scan.id, **scan.summary()}, status=202)
 
 
 async def _save_part(part: BodyPartReader, path: Path, limit: int, limit_mb: float, pace: Pace) -> None:
@@ -517,10 +521,10 @@ async def _save_part(part: BodyPartReader, path: Path, limit: int, limit_mb: flo
         while chunk := await pace.read(partial(part.read_chunk, 1 << 20)):
             size += len(chunk)
             if size > limit:
-                raise _error(413, f"the upload is larger than the limit of {limit_mb:g} MB")
+                raise error(413, f"the upload is larger than the limit of {limit_mb:g} MB")
             await asyncio.to_thread(f.write, chunk)
     if size == 0:
-        raise _error(400, "the uploaded file is empty")
+        raise error(400, "the uploaded file is empty")
 
 
 async def _read_small(part: BodyPartReader, pace: Pace) -> str:
@@ -529,7 +533,7 @@ async def _read_small(part: BodyPartReader, pace: Pace) -> str:
     while chunk := await pace.read(partial(part.read_chunk, 4096)):
         data += chunk
         if len(data) > MAX_FIELD_BYTES:
-            raise _error(400, f"the {part.name} field is longer than {MAX_FIELD_BYTES} bytes")
+            raise error(400, f"the {part.name} field is longer than {MAX_FIELD_BYTES} bytes")
     return data.decode("utf-8", "replace")
 
 
@@ -539,13 +543,13 @@ async def _body_json(request: web.Request) -> dict[str, Any]:
     while chunk := await pace.read(partial(request.content.read, 1 << 14)):
         body += chunk
         if len(body) > MAX_JSON_BYTES:
-            raise _error(413, f"the body is over {MAX_JSON_BYTES} bytes")
+            raise error(413, f"the body is over {MAX_JSON_BYTES} bytes")
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError, RecursionError):
-        raise _error(400, "the body is not JSON (or nested too deeply)") from None
+        raise error(400, "the body is not JSON (or nested too deeply)") from None
     if not isinstance(data, dict):
-        raise _error(400, "the body must be a JSON object")
+        raise error(400, "the body must be a JSON object")
     return data
 
 
@@ -576,7 +580,7 @@ def _int(text: str | None, default: Any, low: int, high: int) -> Any:
     try:
         return max(low, min(high, int(text)))
     except ValueError:
-        raise _error(400, f"not a whole number: {text[:20]!r}") from None
+        raise error(400, f"not a whole number: {text[:20]!r}") from None
 
 
 def _float(text: str | None) -> float | None:
@@ -585,4 +589,4 @@ def _float(text: str | None) -> float | None:
     try:
         return float(text)
     except ValueError:
-        raise _error(400, f"not a number: {text[:20]!r}") from None
+        raise error(400, f"not a number: {text[:20]!r}") from None

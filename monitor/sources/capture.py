@@ -42,6 +42,7 @@ import numpy as np
 
 from monitor.backoff import backoff_delay
 from monitor.sources.base import Frame, Image, Yuv
+from monitor.sources.clips import ClipDesk, ClipDone, ClipOrder, Held
 from monitor.sources.rtsp import diagnose
 from monitor.urls import split_url
 
@@ -127,8 +128,9 @@ class LiveReader:
     def __init__(self, url: str, name: str, *, interval: float, decode: DecodeMode = "auto",
                  transport: str = "tcp", open_timeout_s: float = 10.0, frozen_after_s: float = 10.0,
                  scale_to: Scale | None = None, report: Tell = lambda kind, detail: None,
-                 keep_full: bool = False) -> None:
+                 keep_full: bool = False, clips: ClipDesk | None = None) -> None:
         self.url = url
+        self.clips = clips  # the camera's last seconds of packets, for evidence clips
         # Also keep the decoded frame itself (YUV, ~1.4 MB at 720p), for a second look at
         # the camera's own resolution; it is converted only when asked for.
         self.keep_full = keep_full
@@ -164,6 +166,13 @@ class LiveReader:
         with self._lock:
             return self._latest
 
+    def clip(self, order: ClipOrder, report: Callable[[ClipDone], None]) -> None:
+        """Write a clip (from any thread); ``report`` hears, from another thread, how it went."""
+        if self.clips is None:
+            report(ClipDone(order.key, order.path, False, note="clips are off for this camera"))
+        else:
+            self.clips.order(order, report)
+
     def _run(self) -> None:
         # auto: keyframes only until the probe has measured the keyframe interval, once.
         self._mode: Literal["keyframes", "all"] | None = None if self.decode == "auto" else self.decode
@@ -171,6 +180,8 @@ class LiveReader:
         last_down: str | None = None
         while not self._stop.is_set():
             up, reason = self._session()
+            if self.clips is not None:
+                self.clips.end(None, reason)  # orders no connection can serve now fail
             if self._stop.is_set():
                 return
             if reason == SWITCH:
@@ -215,6 +226,8 @@ class LiveReader:
                         return up, "stopped"
                     now = time.monotonic()
                     self.received += packet.size
+                    if self.clips is not None and packet.size:
+                        self.clips.packet(Held(time.time(), packet.is_keyframe, packet.size, packet), stream)
                     if packet.pts is not None and base:
                         self.lag.packet(now, packet.pts * base)
                     if packet.size == 0 or (keyframes and not packet.is_keyframe):
@@ -246,6 +259,8 @@ class LiveReader:
                 pass
             return up, "the stream closed or ended"
         finally:
+            if self.clips is not None and container.streams.video:
+                self.clips.end(container.streams.video[0], "the connection ended")
             container.close()
 
     def _packets(self, container: Any, stream: Any) -> Iterator[Any]:

@@ -15,7 +15,7 @@ from typing import Literal
 
 from monitor.patches import target_size
 from monitor.sources.base import Sample
-from monitor.sources.capture import DecodeMode, Latest, LiveReader
+from monitor.sources.capture import Latest, LiveReader
 from monitor.sources.pool import CapturePool, RemoteReader
 from monitor.sources.worker import CaptureSpec
 
@@ -41,12 +41,10 @@ class LiveSource:
     that, so a stopped stream never announces anything.
     """
 
-    def __init__(self, url: str, name: str, *, interval: float, decode: DecodeMode,
-                 transport: str, open_timeout_s: float, frozen_after_s: float,
-                 down_alert_after_s: float, on_change: Callable[[StateChange], None],
-                 max_pixels: int | None = None, keep_full: bool = False,
+    def __init__(self, spec: CaptureSpec, *, down_alert_after_s: float,
+                 on_change: Callable[[StateChange], None], keep_full: bool = False,
                  capture: CapturePool | None = None) -> None:
-        self.interval = interval
+        self.interval = spec.interval
         self._on_change = on_change
         self._availability = Availability(down_alert_after_s)
         self._holdoff = down_alert_after_s
@@ -55,19 +53,18 @@ class LiveSource:
         self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self.reader: LiveReader | RemoteReader
-        if capture is not None and max_pixels is not None and not keep_full:
+        if capture is not None and spec.max_pixels is not None and not keep_full:
             # In a capture worker's process, unless the frame at the camera's own size
             # is wanted for a second look (it stays where it was decoded).
-            self.reader = capture.reader(CaptureSpec(
-                url, name, interval, decode, transport, open_timeout_s, frozen_after_s, max_pixels),
-                self._from_thread)
+            self.reader = capture.reader(spec, self._from_thread)
         else:
-            budget = max_pixels
+            budget = spec.max_pixels
             self.reader = LiveReader(
-                url, name, interval=interval, decode=decode, transport=transport,
-                open_timeout_s=open_timeout_s, frozen_after_s=frozen_after_s, report=self._from_thread,
+                spec.url, spec.name, interval=spec.interval, decode=spec.decode, transport=spec.transport,
+                open_timeout_s=spec.open_timeout_s, frozen_after_s=spec.frozen_after_s,
+                report=self._from_thread,
                 scale_to=None if budget is None else lambda w, h: target_size(w, h, budget),
-                keep_full=keep_full)
+                keep_full=keep_full, clips=spec.desk())
 
     async def __aenter__(self) -> LiveSource:
         self._loop = asyncio.get_running_loop()

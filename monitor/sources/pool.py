@@ -25,6 +25,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from multiprocessing.connection import Connection
 from multiprocessing.reduction import send_handle
@@ -33,6 +34,7 @@ from typing import Any
 from monitor.backoff import backoff_delay
 from monitor.metrics import Metrics
 from monitor.sources.capture import Latest, Tell
+from monitor.sources.clips import ClipDone, ClipOrder
 from monitor.sources.slot import FrameSlot, memory
 from monitor.sources.worker import CaptureSpec
 
@@ -66,6 +68,7 @@ class RemoteReader:
         self.slot = FrameSlot(self._buffer)
         self.closed = threading.Event()
         self.worker: Worker | None = None
+        self._clips: dict[str, Callable[[ClipDone], None]] = {}  # orders sent, by key
 
     @property
     def connected_at(self) -> float | None:
@@ -91,6 +94,27 @@ class RemoteReader:
                 self._buffer.close()
             os.close(self.fd)
             self.fd = -1
+
+    def clip(self, order: ClipOrder, report: Callable[[ClipDone], None]) -> None:
+        """Have the worker write a clip; ``report`` hears, on the worker's listener thread."""
+        worker = self.worker
+        if worker is None or not worker.alive:
+            report(ClipDone(order.key, order.path, False, note="the capture worker is not running"))
+            return
+        self._clips[order.key] = report
+        worker.send(("clip", self.ident, order))
+
+    def clip_done(self, done: ClipDone) -> None:
+        report = self._clips.pop(done.key, None)
+        if report is not None:
+            report(done)
+
+    def clips_lost(self, why: str) -> None:
+        """The worker died: the clips it was writing will never be reported."""
+        for key in list(self._clips):
+            report = self._clips.pop(key, None)
+            if report is not None:
+                report(ClipDone(key, "", False, note=why))
 
     def latest(self) -> Latest | None:
         held = self.slot.read()
@@ -157,6 +181,10 @@ class Worker:
                 reader = self.cameras.get(ident)
                 if reader is not None:
                     reader.report(kind, detail)
+            elif message[0] == "clip":
+                reader = self.cameras.get(message[1])
+                if reader is not None:
+                    reader.clip_done(message[2])
             elif message[0] == "closed":
                 reader = self.cameras.pop(message[1], None)
                 if reader is not None:
@@ -214,6 +242,7 @@ class CapturePool:
         how = (f"killed by {signal.Signals(-code).name}" if code is not None and code < 0
                else f"exit status {code}")
         for reader in list(worker.cameras.values()):
+            reader.clips_lost(f"the capture worker died ({how})")
             reader.report("down", f"capture worker died ({how})")
             reader.report("reconnect", "")
         # A worker that keeps dying at once is restarted less and less often.

@@ -11,6 +11,7 @@ socket. Commands, from the daemon:
 
     ("open", id, CaptureSpec)   followed by the slot's file descriptor
     ("close", id)               answered by ("closed", id) once its thread ended
+    ("clip", id, ClipOrder)     answered by ("clip", id, ClipDone) once written, or not
     ("quit",)
 
 The worker ignores SIGINT and SIGTERM (a Ctrl-C or systemd's stop reaches the
@@ -28,6 +29,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.reduction import recv_handle
@@ -39,6 +41,7 @@ from monitor import malloc
 from monitor.patches import target_size
 from monitor.sources.base import Image, Yuv
 from monitor.sources.capture import DecodeMode, LiveReader
+from monitor.sources.clips import ClipDesk, ClipDone
 from monitor.sources.slot import MAX_PIXELS, FrameSlot, capacity
 
 
@@ -53,23 +56,30 @@ class CaptureSpec:
     transport: str
     open_timeout_s: float
     frozen_after_s: float
-    max_pixels: int  # frames are scaled to the model's budget as they are converted
+    # Frames are scaled to the model's budget as they are converted; None (in the daemon's
+    # own process only): held at the camera's size, in BGR.
+    max_pixels: int | None
+    clip_hold_s: float = 0.0  # seconds of packets held for evidence clips (0: none)
+    clip_bytes_per_s: float = 0.0  # and at most this many bytes a second of them
+
+    def desk(self) -> ClipDesk | None:
+        return ClipDesk(self.clip_hold_s, self.clip_bytes_per_s) if self.clip_hold_s > 0 else None
 
     @property
     def size(self) -> int:
         """Bytes of the camera's slot."""
-        return capacity(self.max_pixels)
+        return capacity(self.max_pixels or MAX_PIXELS)
 
 
 class SlotReader(LiveReader):
     """A reader whose newest frame goes to a shared-memory slot."""
 
     def __init__(self, spec: CaptureSpec, buffer: mmap.mmap, report: Any) -> None:
-        budget = min(spec.max_pixels, MAX_PIXELS)
+        budget = min(spec.max_pixels or MAX_PIXELS, MAX_PIXELS)
         super().__init__(spec.url, spec.name, interval=spec.interval, decode=spec.decode,
                          transport=spec.transport, open_timeout_s=spec.open_timeout_s,
                          frozen_after_s=spec.frozen_after_s, report=report,
-                         scale_to=lambda w, h: target_size(w, h, budget))
+                         scale_to=lambda w, h: target_size(w, h, budget), clips=spec.desk())
         self.buffer = buffer
         self.slot = FrameSlot(buffer)
         self.received = self.slot.header()[5]  # a restarted worker continues the count
@@ -90,6 +100,9 @@ def serve(conn: Connection) -> None:
     def send(message: tuple[Any, ...]) -> None:
         with send_lock, contextlib.suppress(OSError):  # the daemon is gone: the command loop ends
             conn.send(message)
+
+    def clip_reply(ident: int) -> Callable[[ClipDone], None]:
+        return lambda done: send(("clip", ident, done))
 
     def close(ident: int, reader: SlotReader) -> None:
         reader.stop()
@@ -115,6 +128,11 @@ def serve(conn: Connection) -> None:
             gone = readers.pop(message[1], None)
             if gone is not None:
                 threading.Thread(target=close, args=(message[1], gone), daemon=True).start()
+        elif message[0] == "clip":
+            _, ident, order = message
+            camera = readers.get(ident)
+            if camera is not None:
+                camera.clip(order, clip_reply(ident))
         elif message[0] == "quit":
             break
     for reader in readers.values():
