@@ -29,6 +29,7 @@ def config(path: Path, fake: FakeVLM, streams: list[dict[str, Any]], alerts: lis
         "alerts": alerts,
         "server": {"listen": "127.0.0.1:0"},
         "state_dir": str(path.parent / "state"),
+        "clips": {"enabled": False},  # these tests count deliveries of the alerts themselves
         **extra,
     }))
     return path

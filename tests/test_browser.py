@@ -66,7 +66,8 @@ async def test_cameras_live_tiles_events_and_false_alarm_across_a_restart(
          "down_alert_after_seconds": 1},
         {"name": "street", "url": str(clips["red"]), "realtime": True, "targets": [RED]}],
         server={"users": [{"name": "ops", "password_hash": hash_password(PASSWORD, n=2**10)}]},
-        alerts=[{"type": "log", "events": ["target_detected", "stream_down", "stream_up"]}])
+        alerts=[{"type": "log", "events": ["target_detected", "stream_down", "stream_up"]}],
+        clips={"enabled": False})  # the snapshots, as they were; clips: the next test
     try:
         async with running(doc) as (_, _, http), browser(str(http.base_url)) as page:
             await page.goto("/")
@@ -140,6 +141,40 @@ async def test_cameras_live_tiles_events_and_false_alarm_across_a_restart(
             await expect(card.locator('button[data-verdict="false_alarm"]')).to_have_class("bad on")
             metrics = (await http.get("/metrics")).text
             assert 'verdict="false_alarm"} 1.0' in metrics
+    finally:
+        rtsp.kill()
+
+
+async def test_an_alerts_clip_plays_in_the_browser(tmp_path: Path, fake_vlm: FakeVLM) -> None:
+    rtsp = RtspServer(free_port()).start()
+    before, after = 2.0, 3.0
+    doc = config_doc(tmp_path, fake_vlm, [
+        {"name": "door", "url": rtsp.url(), "targets": [RED], "open_timeout_seconds": 3}],
+        server={"users": [{"name": "ops", "password_hash": hash_password(PASSWORD, n=2**10)}]},
+        alerts=[{"type": "log"}], clips={"before_seconds": before, "after_seconds": after})
+    try:
+        async with running(doc) as (_, _, http), browser(str(http.base_url)) as page:
+            await log_in(page)
+            await expect(page.locator('[data-camera="door"]')).to_have_attribute("data-state", "up")
+            await asyncio.sleep(before + 1)
+            await page.goto("/#/events")
+            await asyncio.to_thread(rtsp.send, "red")
+            card = page.locator('.event[data-event="target_detected"][data-stream="door"]')
+            await expect(card).to_be_visible(timeout=20_000)
+            # The live refresh swaps the snapshot for the clip once it is written.
+            video = card.locator("video")
+            await expect(video).to_be_visible(timeout=30_000)
+            await page.wait_for_function(
+                "() => (document.querySelector('.event video') || {}).readyState >= 2", timeout=20_000)
+            duration = await video.evaluate("v => v.duration")
+            assert abs(duration - (before + after)) <= 1.2, duration
+            await video.evaluate("v => v.play()")
+            await page.wait_for_function(
+                "() => document.querySelector('.event video').currentTime > 0.5", timeout=10_000)
+            await expect(card.locator('a[download]')).to_have_text("download clip")
+            await video.evaluate("v => { v.pause(); v.currentTime = 0; }")
+            await shot(page, tmp_path, "event-clip")
+            assert (await http.get("/metrics")).text.count('vlm_monitor_clips_total{result="written"} 1.0') == 1
     finally:
         rtsp.kill()
 

@@ -13,10 +13,11 @@ from urllib.parse import parse_qs, urlsplit
 import av
 import httpx
 import numpy as np
+import yaml
 
 from monitor.links import signed, valid
 from monitor.sources.clips import Held, PacketRing, Recording
-from tests.conftest import Receiver, free_port
+from tests.conftest import Receiver, cli, free_port
 from tests.fakes.vllm import MIN_FRACTION, FakeVLM, colour_fraction
 from tests.rtsp import RtspServer
 from tests.test_live import RED, daemon, events, live, until
@@ -37,7 +38,7 @@ def test_the_ring_holds_whole_gops_back_to_its_seconds() -> None:
         ring.add(p)
     # Newest at 9.8: the keyframe at or before 6.8 is the one at 6.
     assert ring.oldest == 6.0 and not ring.short
-    assert [p.arrival for p in ring.since(7.5)][0] == 7.0  # a clip starts on the keyframe before
+    assert ring.since(7.5)[0].arrival == 7.0  # a clip starts on the keyframe before
     assert ring.since(2.0)[0].arrival == 6.0  # older than held: from the oldest held
     assert ring.bytes == sum(p.size for p in ring.since(0.0)) == 4 * 700
 
@@ -176,6 +177,23 @@ async def test_a_recordings_alert_gets_its_clip_cut_from_the_file(
     assert 5.0 <= clip["duration"] <= 6.0 + 1.0, clip  # 3 s to 9 s, from the keyframe before 3 s
     red_at, _, clear_first = red_from(out)
     assert clear_first and 1.5 <= red_at <= 2.5 + 1.0, red_at
+
+
+def test_by_default_a_webhook_hears_of_the_clip_after_the_alert(
+        tmp_path: Path, clips: dict[str, Path], fake_vlm: FakeVLM, receiver: Receiver) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({
+        "vlm": {"base_url": fake_vlm.base_url},
+        "streams": [{"name": "rec", "url": str(clips["red"]), "targets": [RED]}],
+        "alerts": [{"type": "webhook", "url": receiver.url}],  # the default events
+        "server": {"listen": "127.0.0.1:0"}, "state_dir": str(tmp_path / "state")}))
+    result = cli("run", "--config", str(path))
+    assert result.returncode == 0, result.stderr
+    kinds = [r.json()["event"] for r in receiver.received]
+    assert kinds == ["target_detected", "clip_ready"], kinds
+    ready = receiver.received[1].json()
+    assert ready["alert_id"] == receiver.received[0].json()["id"]
+    assert (tmp_path / "state" / "clips" / f"{ready['alert_id']}.mp4").stat().st_size > 10_000
 
 
 def test_the_clip_ready_event_is_self_contained() -> None:

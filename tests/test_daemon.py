@@ -30,6 +30,7 @@ def write_config(path: Path, fake_url: str, streams: list[dict[str, Any]], **ext
         "server": {"listen": "127.0.0.1:0"},
         "shutdown_grace_seconds": 5,
         "state_dir": str(path.parent / "state"),
+        "clips": {"enabled": False},  # these tests count deliveries of the alerts themselves
         **extra,
     }
     path.write_text(yaml.safe_dump(doc))
@@ -188,7 +189,7 @@ async def test_model_server_down_at_start_is_not_ready_then_recovers(
     config = parse_config(yaml.safe_dump({
         "vlm": {"base_url": f"http://127.0.0.1:{port}/v1", "max_retries": 0},
         "streams": [{"name": "door", "url": str(clips["red"]), "targets": [RED]}],
-        "alerts": [{"type": "webhook", "url": receiver.url}],
+        "alerts": [{"type": "webhook", "url": receiver.url}], "clips": {"enabled": False},
         "server": {"listen": "127.0.0.1:0"},
         "state_dir": str(tmp_path),
     }), "test")

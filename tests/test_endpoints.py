@@ -79,7 +79,7 @@ async def run_file(vlm: dict[str, Any], clip: Path, receiver: Receiver,
     config = parse_config(yaml.safe_dump({
         "vlm": {"max_retries": 0, "timeout_seconds": 5, **vlm},
         "streams": [{"name": "f", "url": str(clip), "targets": [RED], "realtime": True}],
-        "alerts": [{"type": "webhook", "url": receiver.url}],
+        "alerts": [{"type": "webhook", "url": receiver.url}], "clips": {"enabled": False},
         "scene_change": {"enabled": False},
         "server": {"listen": "127.0.0.1:0"}, "state_dir": state.name}), "t", {})
     metrics = Metrics()

@@ -76,7 +76,7 @@ def test_a_recordings_run_waits_for_its_alerts_past_the_grace_period(
     receiver.statuses = [503] * 6  # the receiver fails its first six posts, then recovers
     doc = {"vlm": {"base_url": fake_vlm.base_url},
            "streams": [{"name": "a", "url": str(clips["red"]), "targets": [RED]}],
-           "alerts": [{"type": "webhook", "url": receiver.url, "retry_max_delay_seconds": 1}],
+           "alerts": [{"type": "webhook", "url": receiver.url, "retry_max_delay_seconds": 1}], "clips": {"enabled": False},
            "server": {"listen": "127.0.0.1:0"}, "state_dir": str(tmp_path / "state"),
            "shutdown_grace_seconds": 1}
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(doc))
@@ -132,7 +132,7 @@ async def test_an_alert_the_outbox_cannot_take_is_logged_held_and_stored_later(
     cfg = parse_config(yaml.safe_dump({
         "vlm": {"base_url": fake_vlm.base_url},
         "streams": [{"name": "a", "url": str(clip), "targets": [RED], "realtime": True}],
-        "alerts": [{"type": "log"}, {"type": "webhook", "url": receiver.url}],
+        "alerts": [{"type": "log"}, {"type": "webhook", "url": receiver.url}], "clips": {"enabled": False},
         "server": {"listen": "127.0.0.1:0"}, "state_dir": str(state)}), "t", {})
     metrics = Metrics()
     daemon = Daemon(cfg, metrics)

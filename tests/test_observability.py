@@ -75,7 +75,7 @@ def test_real_prometheus_scrapes_the_daemon_and_every_query_returns_data(
         "vlm": {"base_url": fake_vlm.base_url},
         "streams": [{"name": "front-door", "url": str(clips["red"]), "targets": ["a person wearing a red shirt"],
                      "realtime": True}],
-        "alerts": [{"type": "webhook", "url": receiver.url}],
+        "alerts": [{"type": "webhook", "url": receiver.url}], "clips": {"enabled": False},
         "server": {"listen": f"127.0.0.1:{port}"},
         "state_dir": str(tmp_path / "state"),
     }))

@@ -54,7 +54,7 @@ def test_quiet_scene_costs_few_model_calls_and_misses_no_event(
     cfg.write_text(yaml.safe_dump({
         "vlm": {"base_url": fake_vlm.base_url},
         "streams": [{"name": "corridor", "url": str(clip), "targets": ["a person wearing a red shirt"]}],
-        "alerts": [{"type": "webhook", "url": receiver.url}],
+        "alerts": [{"type": "webhook", "url": receiver.url}], "clips": {"enabled": False},
         "server": {"listen": "127.0.0.1:0"},
         "state_dir": str(tmp_path / "state"),
     }))

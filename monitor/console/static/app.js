@@ -346,15 +346,41 @@ function deliveryLine(d) {
   return h("li", {}, `${d.sink}: `, h("span", { class: `state-${d.state}` }, text));
 }
 
+// What an alert shows: its clip (the snapshot, box drawn, as the poster) once written, else the
+// snapshot; a clip the browser cannot play (H.265 in most) says so and offers the download.
+function eventMedia(ev) {
+  const snapshot = ev.snapshot ? h("img", { src: ev.snapshot, alt: `snapshot of ${ev.stream}` }) : h("div", { class: "muted" }, "no snapshot");
+  if (!ev.clip) {
+    return h("div", { class: "media" }, snapshot,
+      ev.clip_state === "expired" ? h("div", { class: "muted clip-state" }, "clip expired") : null);
+  }
+  const note = h("div", { class: "muted clip-state" }, h("a", { href: ev.clip, download: `${ev.stream}-${ev.id}.mp4` }, "download clip"));
+  const video = h("video", { src: ev.clip, controls: "", preload: "metadata", playsinline: "", muted: "", ...(ev.snapshot ? { poster: ev.snapshot } : {}) });
+  video.addEventListener("error", () => {
+    video.replaceWith(snapshot);
+    note.prepend("This browser cannot play this clip (H.265?) — ");
+  });
+  return h("div", { class: "media" }, video, note);
+}
+
 function eventCard(ev) {
   const isAlert = ev.event === "target_detected";
+  if (ev.event === "clip_ready") {
+    return h("div", { class: "card event", "data-id": ev.id, "data-event": ev.event, "data-stream": ev.stream },
+      h("div", { class: "muted" }, "clip"),
+      h("div", {},
+        h("h3", {}, "clip ready", h("span", { class: "muted" }, ` · ${ev.stream}`)),
+        h("div", { class: "muted" }, `${ev.target || ""}: ${ev.duration_seconds} s from before it was first seen ${ev.first_seen ? `(${when(ev.first_seen)})` : ""}`),
+        ev.clip_note ? h("div", { class: "muted" }, ev.clip_note) : null,
+        h("div", { class: "deliveries" }, ev.deliveries.length ? h("ul", {}, ev.deliveries.map(deliveryLine)) : h("span", { class: "muted" }, "no sink takes this event"))));
+  }
   const buttons = isAlert ? h("div", { class: "actions" },
     h("button", { class: `good ${ev.feedback === "right" ? "on" : ""}`, "data-verdict": "right", onclick: () => judge(ev, "right", card) }, "Right"),
     h("button", { class: `bad ${ev.feedback === "false_alarm" ? "on" : ""}`, "data-verdict": "false_alarm", onclick: () => askLesson(ev, card) }, "False alarm"),
     h("span", { class: "muted feedback" }, ev.feedback ? `marked ${ev.feedback.replace("_", " ")}` : "not judged yet")) : null;
   const title = isAlert ? `${ev.target}` : ev.event.replace("_", " ");
   const card = h("div", { class: "card event", "data-id": ev.id, "data-event": ev.event, "data-stream": ev.stream },
-    ev.snapshot ? h("img", { src: ev.snapshot, alt: `snapshot of ${ev.stream}` }) : h("div", { class: "muted" }, "no snapshot"),
+    isAlert ? eventMedia(ev) : ev.snapshot ? h("img", { src: ev.snapshot, alt: `snapshot of ${ev.stream}` }) : h("div", { class: "muted" }, "no snapshot"),
     h("div", {},
       h("h3", {}, title, h("span", { class: "muted" }, ` · ${ev.stream}`)),
       h("div", { class: "muted" }, isAlert ? `first seen ${when(ev.first_seen)} (${ago(ev.first_seen)})` : `${when(ev.at)} — ${ev.reason || ""}`),
@@ -393,7 +419,7 @@ async function showEvents() {
       cameras.map((c) => h("option", { value: c.name }, c.name)))),
     h("label", {}, "target", h("input", { name: "target", placeholder: "any" })),
     h("label", {}, "event", h("select", { name: "event" }, h("option", { value: "" }, "all"),
-      ["target_detected", "target_cleared", "stream_down", "stream_up"].map((e) => h("option", { value: e }, e)))),
+      ["target_detected", "target_cleared", "stream_down", "stream_up", "clip_ready"].map((e) => h("option", { value: e }, e)))),
     h("label", {}, "from", h("input", { name: "since", type: "datetime-local" })),
     h("label", {}, "until", h("input", { name: "until", type: "datetime-local" })),
     h("button", { type: "submit", class: "primary" }, "Show"));
@@ -428,6 +454,13 @@ async function showEvents() {
     const empty = document.getElementById("no-events");
     if (empty) empty.remove();
     list.prepend(...events.map(eventCard));
+    // A clip written since: its alert's card shows it now.
+    for (const ev of events.filter((e) => e.event === "clip_ready")) {
+      const card = list.querySelector(`.event[data-id="${ev.alert_id}"]`);
+      const media = card && card.querySelector(".media");
+      const poster = media && media.querySelector("img");
+      if (media) media.replaceWith(eventMedia({ ...ev, id: ev.alert_id, snapshot: poster ? poster.getAttribute("src") : null, clip: `/api/events/${ev.alert_id}/clip.mp4` }));
+    }
     newest = events[0].seq;
     if (before === null) before = events[events.length - 1].seq;
   }
