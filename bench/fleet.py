@@ -309,10 +309,13 @@ def poll(daemon: Daemon, stop: threading.Event, out: dict[str, float]) -> None:
 
 
 def measure(tree: Path, server: RtspServer, fake: FakeVLM, n: int, seconds: float, warmup: float,
-            tmp: Path, workers: str | int = "auto") -> Row:
+            tmp: Path, workers: str | int = "auto", extra: dict[str, object] | None = None,
+            lines: list[str] | None = None) -> Row:
+    """The daemon with ``n`` cameras on ``server`` (``extra``: more config; ``lines``: gets its log)."""
     names = [f"cam{i:03d}" for i in range(n)]
     daemon = start_daemon(tree, dict.fromkeys(names, server.url()), fake.base_url,
-                          tmp / f"s{n}-{workers}", capture={"workers": workers})
+                          tmp / f"s{n}-{workers}-{len(os.listdir(tmp))}", capture={"workers": workers},
+                          **(extra or {}))
     polled: dict[str, float] = {}
     stop = threading.Event()
     try:
@@ -332,6 +335,8 @@ def measure(tree: Path, server: RtspServer, fake: FakeVLM, n: int, seconds: floa
     finally:
         stop.set()
         daemon.stop()
+        if lines is not None:
+            lines.extend(daemon.lines)
     span, minutes = t1 - t0, (t1 - t0) / 60
     used = u1 - u0
     judged = [a + r for a, r in zip(per_stream(m0, m1, "frames_analysed_total", names),

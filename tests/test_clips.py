@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -65,6 +66,20 @@ def test_a_recording_takes_what_arrives_until_its_end_and_no_more_than_its_bytes
     assert rec.extend(gops(6)[20:]) and rec.packets[-1].arrival == 4.8 and not rec.note
     small = Recording(ClipOrder("b" * 32, 0.0, 10.0, "/dev/null"), max_bytes=1000)
     assert small.extend(gops(10)) and small.bytes <= 1000 and "cut at" in small.note
+
+
+def test_a_clip_removed_by_retention_is_said_to_have_expired(tmp_path: Path) -> None:
+    from monitor.alerts.snapshots import Snapshots
+    from monitor.console.clips import ClipRoutes
+
+    files = Snapshots(tmp_path, max_count=10, max_age_s=60, max_bytes=10**6, suffix=".mp4")
+    kept, gone, never = "a" * 32, "b" * 32, "c" * 32
+    files.path(kept).write_bytes(b"x" * 100)
+    routes = ClipRoutes(files, b"k" * 32)
+    assert routes.states([kept, gone, never], announced={kept, gone}) == {kept: "ready", gone: "expired"}
+    files.path(gone).write_bytes(b"y" * 100)
+    assert files.prune(now=time.time() + 3600) == 2 and files.kept_bytes == 0  # past keep_days
+    assert routes.states([kept], announced={kept}) == {kept: "expired"}
 
 
 def test_signed_links_hold_their_path_and_expiry() -> None:
@@ -140,6 +155,12 @@ async def test_a_live_alert_gets_the_cameras_own_seconds_before_and_after(
                 for bad in (base, f"{base}?expires={q['expires'][0]}&sig={sig[:-2]}AA",
                             f"{base}?expires={int(q['expires'][0]) + 1}&sig={sig}"):
                     assert (await http.get(bad)).status_code == 403, bad
+                # The console's own view: the alert names its clip, served to the session too.
+                listed = (await http.get(f"{url.scheme}://{url.netloc}/api/events")).json()
+                alert = next(e for e in listed if e["event"] == "target_detected")
+                assert alert["clip"] == f"/api/events/{detected['id']}/clip.mp4" and alert["clip_state"] == "ready"
+                assert "clip_url" not in next(e for e in listed if e["event"] == "clip_ready")
+                assert (await http.get(f"{url.scheme}://{url.netloc}{alert['clip']}")).content == got.content
                 assert metrics.registry.get_sample_value("vlm_monitor_clips_total", {"result": "written"}) == 1
                 assert (metrics.registry.get_sample_value("vlm_monitor_clip_bytes") or 0) == len(got.content)
         clip = await asyncio.to_thread(probe, str(tmp_path / "clip.mp4"))

@@ -68,7 +68,7 @@ class ClipStore:
         t = first_seen.timestamp()
         order = ClipOrder(alert.id, t - before, t + after, str(self.path(alert.id)))
         def report(done: ClipDone) -> None:  # on a capture or listener thread
-            loop.call_soon_threadsafe(self._spawn, alert, done)
+            loop.call_soon_threadsafe(self._spawn, alert, order, done)
         camera.clip(order, report)
 
     def cut(self, source: str, alert: Alert, offset: float, before: float, after: float) -> None:
@@ -76,17 +76,18 @@ class ClipStore:
         order = ClipOrder(alert.id, offset - before, offset + after, str(self.path(alert.id)))
 
         async def run() -> None:
-            await self._announce(alert, await asyncio.to_thread(cut, source, order))
+            await self._announce(alert, None, await asyncio.to_thread(cut, source, order))
         self._track(asyncio.get_running_loop().create_task(run()))
 
-    def _spawn(self, alert: Alert, done: ClipDone) -> None:
-        self._track(asyncio.get_running_loop().create_task(self._announce(alert, done)))
+    def _spawn(self, alert: Alert, order: ClipOrder, done: ClipDone) -> None:
+        self._track(asyncio.get_running_loop().create_task(self._announce(alert, order, done)))
 
     def _track(self, task: asyncio.Task[None]) -> None:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _announce(self, alert: Alert, done: ClipDone) -> None:
+    async def _announce(self, alert: Alert, live: ClipOrder | None, done: ClipDone) -> None:
+        """``live``: the order a camera's capture served, whose end is wall-clock time."""
         log = self._log.bind(stream=alert.stream, alert_id=alert.id)
         if not done.ok:
             self.metrics.clips.labels("failed").inc()
@@ -99,6 +100,7 @@ class ClipStore:
             log.warning("cannot prune the clips", error=e.strerror or type(e).__name__)
         self.metrics.clip_bytes.set(self.files.kept_bytes)
         log.info("clip written", seconds=round(done.seconds, 1), bytes=done.bytes,
+                 **({"after_window_s": round(time.time() - live.end, 2)} if live else {}),
                  **({"note": done.note} if done.note else {}))
         await self.dispatcher.publish(Alert.clip_ready(alert, self.link(alert.id), done.seconds, done.note))
 
