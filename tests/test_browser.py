@@ -172,7 +172,10 @@ async def test_an_alerts_clip_plays_in_the_browser(tmp_path: Path, fake_vlm: Fak
             await page.wait_for_function(
                 "() => document.querySelector('.event video').currentTime > 0.5", timeout=10_000)
             await expect(card.locator('a[download]')).to_have_text("download clip")
-            await video.evaluate("v => { v.pause(); v.currentTime = 0; }")
+            ready = page.locator('.event[data-event="clip_ready"]')
+            await expect(ready.locator(".state-delivered")).to_have_text("delivered")  # by the log sink
+            await video.evaluate("v => { v.pause(); v.currentTime = v.duration - 0.5; }")  # the red part
+            await page.wait_for_function("() => !document.querySelector('.event video').seeking")
             await shot(page, tmp_path, "event-clip")
             assert (await http.get("/metrics")).text.count('vlm_monitor_clips_total{result="written"} 1.0') == 1
     finally:

@@ -18,7 +18,7 @@ import yaml
 
 from monitor.links import signed, valid
 from monitor.sources.clips import Held, PacketRing, Recording
-from tests.conftest import Receiver, cli, free_port
+from tests.conftest import Receiver, cli, free_port, json_lines
 from tests.fakes.vllm import MIN_FRACTION, FakeVLM, colour_fraction
 from tests.rtsp import RtspServer
 from tests.test_live import RED, daemon, events, live, until
@@ -206,7 +206,7 @@ def test_by_default_a_webhook_hears_of_the_clip_after_the_alert(
     path.write_text(yaml.safe_dump({
         "vlm": {"base_url": fake_vlm.base_url},
         "streams": [{"name": "rec", "url": str(clips["red"]), "targets": [RED]}],
-        "alerts": [{"type": "webhook", "url": receiver.url}],  # the default events
+        "alerts": [{"type": "log"}, {"type": "webhook", "url": receiver.url}],  # the default events
         "server": {"listen": "127.0.0.1:0"}, "state_dir": str(tmp_path / "state")}))
     result = cli("run", "--config", str(path))
     assert result.returncode == 0, result.stderr
@@ -214,6 +214,9 @@ def test_by_default_a_webhook_hears_of_the_clip_after_the_alert(
     assert kinds == ["target_detected", "clip_ready"], kinds
     ready = receiver.received[1].json()
     assert ready["alert_id"] == receiver.received[0].json()["id"]
+    # The log sink has it too: the clip's own id and the alert's.
+    logged = [line for line in json_lines(result.stdout) if line["event"] == "clip_ready"]
+    assert len(logged) == 1 and logged[0]["alert_id"] == ready["alert_id"] and logged[0]["event_id"] == ready["id"]
     assert (tmp_path / "state" / "clips" / f"{ready['alert_id']}.mp4").stat().st_size > 10_000
 
 

@@ -29,8 +29,10 @@ class LogSink:
 
     async def deliver(self, alert: Alert) -> None:
         payload = alert.payload()
-        event = payload.pop("event")
-        self._log.warning(event, alert_id=payload.pop("id"), **payload)
+        event, event_id = payload.pop("event"), payload.pop("id")
+        # A clip_ready names its alert (alert_id) and has its own id besides.
+        ids = {"event_id": event_id} if "alert_id" in payload else {"alert_id": event_id}
+        self._log.warning(event, **ids, **payload)
 
     async def run(self) -> None:
         pass

@@ -367,7 +367,7 @@ function eventCard(ev) {
   const isAlert = ev.event === "target_detected";
   if (ev.event === "clip_ready") {
     return h("div", { class: "card event", "data-id": ev.id, "data-event": ev.event, "data-stream": ev.stream },
-      h("div", { class: "muted" }, "clip"),
+      h("div", {}),
       h("div", {},
         h("h3", {}, "clip ready", h("span", { class: "muted" }, ` · ${ev.stream}`)),
         h("div", { class: "muted" }, `${ev.target || ""}: ${ev.duration_seconds} s from before it was first seen ${ev.first_seen ? `(${when(ev.first_seen)})` : ""}`),
