@@ -185,6 +185,8 @@ class Daemon:
             stack.push_async_callback(dispatcher.close)
             await dispatcher.open()
             clips = clip_files(state_dir / "clips", config.clips)
+            await asyncio.to_thread(clips.prune)
+            self.metrics.clip_bytes.set(clips.kept_bytes)
             key = load_key(state_dir / "console.key") if config.console.enabled else None
         except (OSError, sqlite3.Error) as e:
             # A disk that is full or read-only now may not be later: exit 1, so systemd retries.

@@ -180,9 +180,10 @@ class StreamRunner:
         shown = area(view_for([zoned.get(t.name, ()) for t in cfg.targets]))
         clips = settings.clips
         # Packets are held for a clip's seconds before the target appeared, and for as long as
-        # the alert may take to be raised after that (the streak, the model, a second look).
-        hold = (clips.before_seconds + settings.detection.consecutive_matches * cfg.sample_interval_seconds
-                + 5.0) if self.clips is not None else 0.0
+        # the alert takes to be raised after that: the rest of the streak, and 3 s for the model
+        # (an alert later than that gets a clip that starts late, and says so).
+        streak = (settings.detection.consecutive_matches - 1) * cfg.sample_interval_seconds
+        hold = clips.before_seconds + streak + 3.0 if self.clips is not None else 0.0
         spec = CaptureSpec(url, cfg.name, cfg.sample_interval_seconds, cfg.decode, cfg.transport,
                            cfg.open_timeout_seconds, cfg.frozen_after_seconds,
                            # With zones the model sees only their part of the frame: keep enough

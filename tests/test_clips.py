@@ -14,10 +14,11 @@ from urllib.parse import parse_qs, urlsplit
 import av
 import httpx
 import numpy as np
+import pytest
 import yaml
 
 from monitor.links import signed, valid
-from monitor.sources.clips import Held, PacketRing, Recording
+from monitor.sources.clips import MOVFLAGS, Held, PacketRing, Recording, mux
 from tests.conftest import Receiver, cli, free_port, json_lines
 from tests.fakes.vllm import MIN_FRACTION, FakeVLM, colour_fraction
 from tests.rtsp import RtspServer
@@ -78,8 +79,30 @@ def test_a_clip_removed_by_retention_is_said_to_have_expired(tmp_path: Path) -> 
     routes = ClipRoutes(files, b"k" * 32)
     assert routes.states([kept, gone, never], announced={kept, gone}) == {kept: "ready", gone: "expired"}
     files.path(gone).write_bytes(b"y" * 100)
-    assert files.prune(now=time.time() + 3600) == 2 and files.kept_bytes == 0  # past keep_days
+    part = tmp_path / f"{never}.mp4.part"  # what a crash left half-written
+    part.write_bytes(b"z" * 100)
+    assert files.prune() == 0 and files.kept_bytes == 200 and part.exists()
+    assert files.prune(now=time.time() + 3601) == 2 and files.kept_bytes == 0  # past keep_days
+    assert not part.exists()
     assert routes.states([kept], announced={kept}) == {kept: "expired"}
+
+
+def test_a_clip_starts_at_the_first_keyframe_with_a_timestamp(tmp_path: Path, clips: dict[str, Path]) -> None:
+    with av.open(str(clips["red"])) as inp:
+        stream = inp.streams.video[0]
+        packets = [p for p in inp.demux(stream) if p.size][:60]
+        assert packets[0].is_keyframe
+        packets[0].pts = packets[0].dts = None  # as a camera's first packets after a connect
+        out = av.open(str(tmp_path / "c.mp4"), "w", format="mp4", options={"movflags": MOVFLAGS})
+        seconds = mux(out, out.add_stream_from_template(stream), packets)
+        out.close()
+        with pytest.raises(ValueError, match="no keyframe"):
+            mux(None, None, [p for p in packets if not p.is_keyframe])
+    later = next(p for p in packets[1:] if p.is_keyframe)
+    assert abs(seconds - (packets[-1].pts - later.pts + packets[-1].duration) * stream.time_base) < 0.05
+    with av.open(str(tmp_path / "c.mp4")) as c:
+        frames = list(c.decode(video=0))
+    assert frames and frames[0].key_frame and abs(frames[-1].time - (seconds - 1 / 25)) < 0.05
 
 
 def test_signed_links_hold_their_path_and_expiry() -> None:

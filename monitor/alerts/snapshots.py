@@ -82,4 +82,12 @@ class Snapshots:
             else:
                 kept += size
         self.kept_bytes = kept
+        # What a crash left half-written (a .tmp snapshot, a .part clip) goes after an hour.
+        for pattern in ("*.tmp", "*.part"):
+            for p in self.directory.glob(pattern):
+                try:
+                    if now - p.stat().st_mtime > 3600:
+                        p.unlink(missing_ok=True)
+                except OSError:
+                    continue
         return removed

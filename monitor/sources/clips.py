@@ -233,7 +233,9 @@ class ClipDesk:
 
 
 def _why(e: BaseException) -> str:
-    return (e.strerror if isinstance(e, OSError) and e.strerror else None) or type(e).__name__
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    return f"{type(e).__name__}: {e}"[:200]
 
 
 def _write(out: Any, stream: Any, rec: Recording, tmp: str, report: Report) -> None:
@@ -244,7 +246,7 @@ def _write(out: Any, stream: Any, rec: Recording, tmp: str, report: Report) -> N
         out.close()
         os.replace(tmp, order.path)
         size = os.path.getsize(order.path)
-    except (av.FFmpegError, OSError, ValueError) as e:
+    except Exception as e:  # whatever it is, the daemon hears that the clip failed
         with contextlib.suppress(av.FFmpegError, OSError, ValueError):
             out.close()
         with contextlib.suppress(OSError):
@@ -256,14 +258,18 @@ def _write(out: Any, stream: Any, rec: Recording, tmp: str, report: Report) -> N
 
 def mux(out: Any, stream: Any, packets: list[Any]) -> float:
     """Copies of ``packets`` into ``out``'s ``stream``, shifted to start at zero; the duration."""
-    first = packets[0]
+    # A camera's first packets after a connect may carry no timestamp yet: the clip starts at
+    # the first keyframe that has one.
+    start = next((i for i, p in enumerate(packets) if p.pts is not None and p.is_keyframe), None)
+    if start is None:
+        raise ValueError("no keyframe with a timestamp")
+    timed = [p for p in packets[start:] if p.pts is not None]
+    first = timed[0]
     base = first.dts if first.dts is not None else first.pts
     last_dts: int | None = None
     end = 0
     time_base: Fraction | None = None
-    for p in packets:
-        if p.pts is None:
-            continue
+    for p in timed:
         dts = p.dts if p.dts is not None else p.pts
         if last_dts is not None and dts <= last_dts:
             continue  # the muxer wants rising decode times
