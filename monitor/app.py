@@ -309,7 +309,8 @@ class Daemon:
             self._log.info("stopping", reason=watch.fatal or "signal")
             await self._stop_streams(list(self._streams), grace)
         if parts.shared.clips is not None:
-            await parts.shared.clips.close(grace)
+            # The files ended: their clips are part of the job, as their alerts are.
+            await parts.shared.clips.close(grace if shutdown.is_set() or watch.fatal else None)
         if shutdown.is_set() or watch.fatal:
             delivered = await dispatcher.drain(grace)
         else:

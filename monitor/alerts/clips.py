@@ -104,7 +104,7 @@ class ClipStore:
                  **({"note": done.note} if done.note else {}))
         await self.dispatcher.publish(Alert.clip_ready(alert, self.link(alert.id), done.seconds, done.note))
 
-    async def close(self, within: float) -> None:
-        """Let clips being announced finish (their files are written already)."""
+    async def close(self, within: float | None) -> None:
+        """Let clips being cut or announced finish, for at most ``within`` seconds (None: all)."""
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=within)

@@ -59,3 +59,14 @@ class Sample:
     # targets take a second look keeps it); converted only when called.
     full: Callable[[], Frame] | None = None
     lag: float = 0.0  # how far a live camera's capture ran behind the camera (s)
+
+
+@dataclass(frozen=True, slots=True)
+class Dropped:
+    """``count`` sampling intervals that gave no sample, and why: ``stale`` (they passed while
+    the consumer was busy: not analysed late, but never), ``stream_down`` (no frame, or the
+    newest is older than two intervals), ``no_new_frame`` (up, but nothing new since the last
+    sample: a keyframe interval longer than the sampling interval)."""
+
+    reason: str
+    count: int = 1

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from monitor.patches import target_size
-from monitor.sources.base import Sample
+from monitor.sources.base import Dropped, Sample
 from monitor.sources.capture import Latest, LiveReader
 from monitor.sources.pool import CapturePool, RemoteReader
 from monitor.sources.worker import CaptureSpec
@@ -115,18 +115,9 @@ class LiveSource:
         elif event == "stream_down":
             self._on_change(StateChange("stream_down", self._down_reason))
 
-    async def samples(self, stop: asyncio.Event,
-                      account: Callable[[str | None, int], None] = lambda reason, n: None,
-                      ) -> AsyncIterator[Sample]:
-        """One sample per interval of wall time: the newest frame, if it is new and fresh.
-
-        Every interval is accounted for, through ``account(reason, n)``: ``None``
-        when a sample was handed on, else why not: ``stale`` (it passed while the
-        consumer was busy: those frames were not analysed late, but never),
-        ``stream_down`` (no frame, or the newest is older than two intervals: the
-        stream is not up, or stalled), ``no_new_frame`` (up, but nothing new since
-        the last sample: a keyframe interval longer than the sampling interval).
-        """
+    async def samples(self, stop: asyncio.Event) -> AsyncIterator[Sample | Dropped]:
+        """One item per interval of wall time: the newest frame as a sample, if it is new and
+        fresh, else why there is none (``Dropped``, which may stand for several intervals)."""
         reader, interval = self.reader, self.interval
         loop = asyncio.get_running_loop()
         next_due = loop.time()
@@ -142,17 +133,16 @@ class LiveSource:
                     pass
             missed = int((loop.time() - next_due) // interval)
             if missed > 0:
-                account("stale", missed)
+                yield Dropped("stale", missed)
             next_due += (missed + 1) * interval
             latest = reader.latest()
             if latest is None or time.monotonic() - latest.taken > 2 * interval:
-                account("stream_down", 1)
+                yield Dropped("stream_down")
                 continue
             if latest.seq == last_seq:
-                account("no_new_frame", 1)
+                yield Dropped("no_new_frame")
                 continue
             last_seq = latest.seq
-            account(None, 1)
             yield self._sample(index, latest)
             index += 1
 
