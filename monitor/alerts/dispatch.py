@@ -231,11 +231,16 @@ class Dispatcher:
 
     async def _deliver_next(self, sink: Sink) -> None:
         name = sink.name
+        # Cleared before the outbox is read: an alert published while the read is under way
+        # sets it again, so it is neither slept through nor taken for idleness. (Cleared after
+        # an empty read, that wake-up was lost: the alert waited for the next one, and a drain
+        # ended before it was delivered: a clip_ready published just after its alert.)
+        self._wake[name].clear()
         head = await asyncio.to_thread(self.outbox.head, name)
         await asyncio.to_thread(self._gauges, name)
         if head is None:
-            self._idle[name].set()
-            self._wake[name].clear()
+            if not self._wake[name].is_set():
+                self._idle[name].set()
             await self._wake[name].wait()
             return
         delay = head.next_at - time.time()
