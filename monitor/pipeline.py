@@ -23,7 +23,7 @@ from monitor.scene import SceneGate, thumbnail
 from monitor.schedule import active, local
 from monitor.sources.base import Sample
 from monitor.verdict import Box, Verdict
-from monitor.vlm import Analysis, Unavailable, VlmClient, VlmError
+from monitor.vlm import Analysis, Lease, Unavailable, VlmClient, VlmError
 from monitor.zones import Polygon, in_zones, to_frame, view_for
 
 T = TypeVar("T")
@@ -143,8 +143,10 @@ class FrameAnalyzer:
                  policy: ModelPolicy | None = None, gate: SceneGate | None = None,
                  refresh: Callable[[Sample], Sample] | None = None, thumb_width: int = 0, *,
                  zones: Mapping[str, Sequence[Polygon]] | None = None, tz: ZoneInfo | None = None,
-                 lessons: Callable[[str], Sequence[str]] | None = None) -> None:
+                 lessons: Callable[[str], Sequence[str]] | None = None, background: bool = False) -> None:
         self.client = client
+        # A scan from the console: its requests take only slots no camera waits for.
+        self.background = background
         self.thumb_width = thumb_width  # also make a thumbnail of each analysed frame
         self.zones = zones or {}  # target name -> its zones' polygons (none: the whole frame)
         self.tz = tz  # the schedules' time zone (None: the host's)
@@ -168,14 +170,14 @@ class FrameAnalyzer:
         targets = self.due(sample.wall)
         if not targets:  # nothing to ask about now: the model is not called
             return SampleResult(sample, None, [], None)
-        if self.refresh is None:
-            return await self._gated(sample, targets)
-        async with self.client.slot():
-            return await self._gated(self.refresh(sample), targets)
+        if self.refresh is None and not self.background:
+            return await self._gated(sample, targets, None)
+        async with self.client.slot(self.background) as lease:
+            return await self._gated(self.refresh(sample) if self.refresh else sample, targets, lease)
 
-    async def _gated(self, sample: Sample, targets: list[Target]) -> SampleResult:
+    async def _gated(self, sample: Sample, targets: list[Target], lease: Lease | None) -> SampleResult:
         if self.gate is None:
-            return await self._analyse(sample, targets)
+            return await self._analyse(sample, targets, lease)
         # Decided before the first await, so in sample order even with several in flight.
         thumb = thumbnail(sample.frame)
         if self._reference is not None and self.gate.unchanged(thumb, sample.offset):
@@ -186,7 +188,7 @@ class FrameAnalyzer:
         future: asyncio.Future[SampleResult] = asyncio.get_running_loop().create_future()
         self._reference = future
         try:
-            result = await self._analyse(sample, targets)
+            result = await self._analyse(sample, targets, lease)
         except BaseException:
             self.gate.forget()
             future.cancel()
@@ -196,14 +198,14 @@ class FrameAnalyzer:
         future.set_result(result)
         return result
 
-    async def _analyse(self, sample: Sample, targets: list[Target]) -> SampleResult:
+    async def _analyse(self, sample: Sample, targets: list[Target], lease: Lease | None) -> SampleResult:
         pre = self.pre
         view = view_for([self.zones.get(t.name, ()) for t in targets])
         prepared = await asyncio.to_thread(
             prepare, sample.frame, max_pixels=pre.max_pixels, clahe=pre.clahe,
             clip_limit=pre.clahe_clip_limit, tile_grid=pre.clahe_tile_grid,
             jpeg_quality=pre.jpeg_quality, thumb_width=self.thumb_width, view=view)
-        analysis, error = await self._ask(prepared, targets)
+        analysis, error = await self._ask(prepared, targets, lease)
         if analysis is None:
             return SampleResult(sample, prepared, [TargetResult(t, None, error) for t in targets], None)
         results = [self._placed(t, v, prepared) for t, v in zip(targets, analysis.verdicts, strict=True)]
@@ -225,15 +227,17 @@ class FrameAnalyzer:
         lessons = counter_examples(self.lessons(target.name))
         return f"{text} {lessons}" if lessons else text
 
-    async def _ask(self, prepared: Prepared,
-                   targets: list[Target]) -> tuple[Analysis | None, VlmError | None]:
+    async def _ask(self, prepared: Prepared, targets: list[Target],
+                   lease: Lease | None) -> tuple[Analysis | None, VlmError | None]:
+        """The model's verdicts, through the slot held for this sample, else one of its own."""
         prompts = [self.prompt(t) for t in targets]
+        analyze = lease.analyze if lease is not None else self.client.analyze
         attempt = 0
         while True:
             if not self.policy.available():
                 return None, Unavailable("model server unavailable", "circuit_open")
             try:
-                return await self.client.analyze(prepared.jpeg, prompts), None
+                return await analyze(prepared.jpeg, prompts), None
             except Unavailable as e:
                 if await self.policy.wait(e, attempt):
                     attempt += 1

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import contextvars
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -23,9 +22,6 @@ from monitor.load import LoopLag
 from monitor.metrics import Metrics
 from monitor.openai_http import ApiConnectionError, ApiError, ApiStatusError, ApiTimeout, OpenAiHttp
 from monitor.verdict import AnswerError, Verdict, build_prompt, parse_answers, response_format
-
-# The endpoint whose slot this task holds (VlmClient.slot), if any.
-_held: contextvars.ContextVar[Endpoint | None] = contextvars.ContextVar("vlm_held", default=None)
 
 
 class VlmError(Exception):
@@ -142,6 +138,17 @@ class Endpoint:
         return (self.limit - self.inflight) / self.limit
 
 
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A request slot on one endpoint, held (``VlmClient.slot``) for the requests made through it."""
+
+    client: VlmClient
+    endpoint: Endpoint
+
+    async def analyze(self, jpeg: bytes, targets: Sequence[str]) -> Analysis:
+        return await self.client.ask(self.endpoint, jpeg, targets)
+
+
 class VlmClient:
     """The endpoints, and the choice of one for each request.
 
@@ -208,29 +215,23 @@ class VlmClient:
             self._changed.notify_all()
 
     @contextlib.asynccontextmanager
-    async def slot(self, background: bool = False) -> AsyncIterator[None]:
-        """Wait for a free request slot, then hold it for this task's next analyze() calls.
+    async def slot(self, background: bool = False) -> AsyncIterator[Lease]:
+        """Wait for a free request slot, then hold it: ``async with client.slot() as lease:
+        await lease.analyze(...)``.
 
         Live streams take their frame only once they hold a slot, so a frame never
         waits in a queue growing old: the wait happens before the frame is chosen.
         """
         endpoint = await self._acquire(background)
-        token = _held.set(endpoint)
         try:
-            yield
+            yield Lease(self, endpoint)
         finally:
-            _held.reset(token)
             await self._release(endpoint)
 
     async def analyze(self, jpeg: bytes, targets: Sequence[str]) -> Analysis:
         """Ask, in one request, whether each target is in the image. VlmError when no verdicts."""
-        held = _held.get()
-        endpoint = held or await self._acquire()
-        try:
-            return await self.ask(endpoint, jpeg, targets)
-        finally:
-            if held is None:
-                await self._release(endpoint)
+        async with self.slot() as lease:
+            return await lease.analyze(jpeg, targets)
 
     async def ask(self, endpoint: Endpoint, jpeg: bytes, targets: Sequence[str]) -> Analysis:
         """``analyze`` on this endpoint, whatever its load (``probe`` asks each in turn)."""

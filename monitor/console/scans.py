@@ -2,7 +2,7 @@
 
 A scan samples the whole recording once a second and asks the model about
 all its targets per sample, like ``vlm-monitor scan``, but its model calls
-are background requests (``VlmClient.slot(background=True)``): they take only
+are background requests (``FrameAnalyzer(background=True)``): they take only
 slots no camera is waiting for, so the cameras keep their samples.
 
 Each scan has a folder under ``<state_dir>/scans/<id>/``: the upload while it
@@ -203,15 +203,11 @@ class Scans:
         det = self.detection
         detectors: dict[str, Detector[float]] = {
             t: Detector(det.consecutive_matches, det.rearm_after_absent) for t in scan.targets}
-        analyzer = FrameAnalyzer(self.client, targets, self.preprocess, thumb_width=THUMB_WIDTH)
-
-        async def analyse(sample: Sample) -> SampleResult:
-            async with self.client.slot(background=True):
-                return await analyzer(sample)
-
+        analyzer = FrameAnalyzer(self.client, targets, self.preprocess, thumb_width=THUMB_WIDTH,
+                                 background=True)
         samples = file_samples(str(folder / UPLOAD_NAME), 1.0, stop=scan.stop)
         thumbs = 0  # bytes of thumbnails written
-        async for sample, result in ordered(samples, analyse, self.concurrency):
+        async for sample, result in ordered(samples, analyzer, self.concurrency):
             row = self._row(sample, result, det.min_confidence)
             thumb = result.prepared.thumb if result.prepared else None
             # A long recording's thumbnails stop at the budget of all scans together, not at
