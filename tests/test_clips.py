@@ -259,3 +259,21 @@ def test_the_clip_ready_event_is_self_contained() -> None:
     # Home Assistant's attributes of the target carry the clip's link.
     attributes = dict((t, p) for t, p, _ in messages("vm", ready))["vm/door/a_red_shirt/attributes"]
     assert json.loads(attributes)["clip_url"] == ready.fields["clip_url"]
+
+
+def test_a_streams_clip_settings_override_the_top_level_ones() -> None:
+    from monitor.config import ConfigError, parse_config
+
+    doc = {"streams": [{"name": "a", "url": "rtsp://cam/a", "targets": [RED], "clips": {"before_seconds": 2}},
+                       {"name": "b", "url": "rtsp://cam/b", "targets": [RED], "clips": {"enabled": False}}],
+           "clips": {"after_seconds": 20, "max_total_mb": 100}}
+    settings = parse_config(yaml.safe_dump(doc), "t").stream_settings()
+    a, b = settings["a"].clips, settings["b"].clips
+    assert (a.enabled, a.before_seconds, a.after_seconds, a.max_total_mb) == (True, 2, 20, 100)
+    assert (b.enabled, b.before_seconds, b.after_seconds) == (False, 5, 20)
+    doc["clips"] = {"before_seconds": 600}
+    with pytest.raises(ConfigError, match="before_seconds"):
+        parse_config(yaml.safe_dump(doc), "t")
+    doc["clips"] = {"keep_hours": 1}
+    with pytest.raises(ConfigError, match="keep_hours"):
+        parse_config(yaml.safe_dump(doc), "t")

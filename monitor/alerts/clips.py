@@ -12,6 +12,7 @@ camera that dropped) costs only the clip: counted, logged, never the alert.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -68,7 +69,8 @@ class ClipStore:
         t = first_seen.timestamp()
         order = ClipOrder(alert.id, t - before, t + after, str(self.path(alert.id)))
         def report(done: ClipDone) -> None:  # on a capture or listener thread
-            loop.call_soon_threadsafe(self._spawn, alert, order, done)
+            with contextlib.suppress(RuntimeError):  # the daemon has stopped: nobody to tell
+                loop.call_soon_threadsafe(self._spawn, alert, order, done)
         camera.clip(order, report)
 
     def cut(self, source: str, alert: Alert, offset: float, before: float, after: float) -> None:
