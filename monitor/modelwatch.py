@@ -37,10 +37,8 @@ class ModelWatch:
         self._reasons: dict[str, str | None] = {
             e.name: "the model server has not been checked yet" for e in client.endpoints}
         self._given_up: set[str] = set()
-        self._notifying: set[asyncio.Task[None]] = set()
         self._wake = {e.name: asyncio.Event() for e in client.endpoints}
-        for endpoint in client.endpoints:
-            endpoint.healthy = False  # until its first check
+        client.unchecked()
         self._log = logs.get("monitor.vlm")
 
     @property
@@ -64,18 +62,13 @@ class ModelWatch:
                 self._wake[endpoint.name].set()
 
     def _set(self, endpoint: Endpoint, usable: bool, reason: str | None) -> None:
-        changed = endpoint.healthy != usable
-        endpoint.healthy = usable
+        self.client.mark(endpoint, usable)  # the client wakes its own waiters
         self._reasons[endpoint.name] = reason
         if any(e.healthy for e in self.client.endpoints):
             self.ready.set()
         else:
             self.ready.clear()
         self.client.metrics.vlm_up.set(1 if self.ready.is_set() else 0)
-        if changed:  # requests waiting for a slot may now have another endpoint to go to
-            task = asyncio.get_running_loop().create_task(self.client.health_changed())
-            self._notifying.add(task)
-            task.add_done_callback(self._notifying.discard)
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:

@@ -125,8 +125,8 @@ class Endpoint:
             if cfg.max_concurrency == "auto" else None
         self.limit = self.adaptive.limit if self.adaptive else int(cfg.max_concurrency)
         self.inflight = 0
-        # Set by the model watch; True until it learns otherwise, so that scan and probe,
-        # which run no watch, use every endpoint.
+        # Set through VlmClient.mark, by the model watch; True until it learns otherwise, so
+        # that scan and probe, which run no watch, use every endpoint.
         self.healthy = True
         self.api = OpenAiHttp(cfg.base_url, cfg.api_key.get_secret_value(),
                               timeout=shared.timeout_seconds, max_retries=shared.max_retries)
@@ -166,6 +166,7 @@ class VlmClient:
         self.endpoints = [Endpoint(e, cfg, metrics) for e in cfg.resolved_endpoints()]
         self._changed = asyncio.Condition()
         self._waiting = 0  # foreground requests waiting for a slot
+        self._waking: set[asyncio.Task[None]] = set()  # waiters being told an endpoint changed
         metrics.declare_vlm()
 
     async def close(self) -> None:
@@ -209,8 +210,23 @@ class VlmClient:
             self._changed.notify(1)
         self.metrics.endpoint_inflight.labels(endpoint.name).set(endpoint.inflight)
 
-    async def health_changed(self) -> None:
-        """An endpoint came back or went away: waiters may now have somewhere to go."""
+    def unchecked(self) -> None:
+        """No endpoint is known to be usable until its first check (``ModelWatch``'s)."""
+        for endpoint in self.endpoints:
+            endpoint.healthy = False
+
+    def mark(self, endpoint: Endpoint, healthy: bool) -> bool:
+        """What the watch found: the endpoint is usable, or not. True if that changed; then the
+        requests waiting for a slot look again (they may now have somewhere to go)."""
+        if endpoint.healthy == healthy:
+            return False
+        endpoint.healthy = healthy
+        task = asyncio.get_running_loop().create_task(self._look_again())
+        self._waking.add(task)
+        task.add_done_callback(self._waking.discard)
+        return True
+
+    async def _look_again(self) -> None:
         async with self._changed:
             self._changed.notify_all()
 
@@ -284,7 +300,7 @@ class VlmClient:
             before, endpoint.limit = endpoint.limit, endpoint.adaptive.update(latency, saturated)
             self.metrics.endpoint_limit.labels(endpoint.name).set(endpoint.limit)
             if endpoint.limit > before:
-                await self.health_changed()  # room for more: let the waiters look again
+                await self._look_again()  # room for more: let the waiters look again
         self.metrics.vlm_tokens.labels("prompt").inc(prompt_tokens)
         self.metrics.vlm_tokens.labels("completion").inc(completion_tokens)
         self._count(endpoint, "ok")
