@@ -22,6 +22,7 @@ from monitor import __version__, logs, malloc
 from monitor.alerts.clips import ClipStore, clip_files
 from monitor.alerts.dispatch import Dispatcher
 from monitor.alerts.outbox import Outbox
+from monitor.alerts.sink import LiveState
 from monitor.alerts.sinks import make_sinks
 from monitor.alerts.snapshots import Snapshots
 from monitor.board import Board
@@ -179,9 +180,10 @@ class Daemon:
             snapshots = Snapshots(state_dir / "snapshots", max_count=snap.max_count,
                                   max_age_s=snap.max_age_days * 86400,
                                   max_bytes=int(snap.max_total_mb * 1e6)) if snap.enabled else None
-            sinks = make_sinks(config.alerts, config.sink_names(), snapshots, _targets(config))
+            # Sinks that show what is current (MQTT) read the model's state and the backlog.
+            sinks = make_sinks(config.alerts, config.sink_names(), snapshots, _targets(config),
+                               status=lambda: (watch.ready.is_set(), dispatcher.backlog()))
             dispatcher = Dispatcher(sinks, self.metrics, outbox, snapshots)
-            dispatcher.show_status(watch.ready.is_set)
             stack.push_async_callback(dispatcher.close)
             await dispatcher.open()
             clips = clip_files(state_dir / "clips", config.clips)
@@ -231,8 +233,8 @@ class Daemon:
         if scans is not None:
             background.append(tasks.create_task(scans.run(), name="scans"))
         stack.callback(lambda: [t.cancel() for t in background])  # runs before the group is left
-        parts = _Parts(Shared(client, watch, dispatcher, self.metrics, board, feedback, capture, overload,
-                              store), tasks)
+        parts = _Parts(Shared(client, watch, dispatcher, LiveState(sinks), self.metrics, board, feedback,
+                              capture, overload, store), tasks)
         for settings in config.stream_settings().values():
             self._start_stream(parts, settings)
         if self.shard is not None:
@@ -380,7 +382,7 @@ class Daemon:
             kept = {t.name for t in after[name].stream.targets} if name in after else set()
             self.metrics.forget_stream(name, [t.name for t in before[name].stream.targets
                                               if t.name not in kept], whole=name in plan.removed)
-        await parts.shared.dispatcher.streams_changed(_targets(plan.config))
+        await parts.shared.state.streams_changed(_targets(plan.config))
         if parts.shared.board is not None:
             parts.shared.board.set_streams(_targets(plan.config))
         for name in plan.restarted + plan.added:

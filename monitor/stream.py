@@ -25,6 +25,7 @@ from monitor.alerting import Alerting, Detected, Ended, Verify
 from monitor.alerts.clips import ClipStore
 from monitor.alerts.dispatch import Dispatcher
 from monitor.alerts.model import Alert
+from monitor.alerts.sink import LiveState
 from monitor.alerts.snapshots import with_box
 from monitor.board import THUMB_WIDTH, Board
 from monitor.config import StreamSettings
@@ -52,13 +53,30 @@ class Shared:
 
     client: VlmClient
     watch: ModelWatch
-    dispatcher: Dispatcher
+    dispatcher: Dispatcher  # events, to the sinks that want them
+    state: LiveState  # what is current, to the sinks that show it
     metrics: Metrics
     board: Board | None = None  # what the console shows; None when it is off
     feedback: Feedback | None = None  # judged alerts: their false alarms go into the prompts
     capture: CapturePool | None = None  # the worker processes live cameras are received in
     overload: Overload | None = None  # which cameras fell behind
     clips: ClipStore | None = None  # each alert's clip
+
+
+def capture_spec(settings: StreamSettings, url: str, *, clips: bool) -> CaptureSpec:
+    """How a live camera is to be captured, from its stream's settings. Pure."""
+    cfg = settings.stream
+    # With zones the model sees only their part of the frame: keep enough pixels for it.
+    shown = area(view_for([cfg.zone_polygons(t) for t in cfg.targets]))
+    # Packets are held for a clip's seconds before the target appeared, and for as long as the
+    # alert takes to be raised after that: the rest of the streak, and 3 s for the model (an
+    # alert later than that gets a clip that starts late, and says so).
+    streak = (settings.detection.consecutive_matches - 1) * cfg.sample_interval_seconds
+    hold = settings.clips.before_seconds + streak + 3.0 if clips else 0.0
+    return CaptureSpec(url, cfg.name, cfg.sample_interval_seconds, cfg.decode, cfg.transport,
+                       cfg.open_timeout_seconds, cfg.frozen_after_seconds,
+                       round(settings.preprocess.max_pixels / shown), clip_hold_s=hold,
+                       clip_bytes_per_s=settings.clips.max_mbit_per_second * 1e6 / 8)
 
 
 class StreamRunner:
@@ -75,6 +93,7 @@ class StreamRunner:
         self.client = shared.client
         self.watch = shared.watch
         self.dispatcher = shared.dispatcher
+        self.state = shared.state
         self.metrics = shared.metrics
         self.board = shared.board
         self.feedback = shared.feedback
@@ -145,26 +164,14 @@ class StreamRunner:
             self.metrics.stream_up.labels(cfg.name).set(1)
             if self.board is not None:
                 self.board.state(cfg.name, True, "reading the file")
-            await self.dispatcher.camera(cfg.name, True)
+            await self.state.camera(cfg.name, True)
             analyze = analyzer(WaitForServer(self.watch, self.stopping), None)
             samples = file_samples(url, cfg.sample_interval_seconds, realtime=cfg.realtime,
                                    stop=self.stopping)
             return samples, analyze, settings.window
-        shown = area(view_for([zoned.get(t.name, ()) for t in cfg.targets]))
-        clips = settings.clips
-        # Packets are held for a clip's seconds before the target appeared, and for as long as
-        # the alert takes to be raised after that: the rest of the streak, and 3 s for the model
-        # (an alert later than that gets a clip that starts late, and says so).
-        streak = (settings.detection.consecutive_matches - 1) * cfg.sample_interval_seconds
-        hold = clips.before_seconds + streak + 3.0 if self.clips is not None else 0.0
-        spec = CaptureSpec(url, cfg.name, cfg.sample_interval_seconds, cfg.decode, cfg.transport,
-                           cfg.open_timeout_seconds, cfg.frozen_after_seconds,
-                           # With zones the model sees only their part of the frame: keep enough
-                           # pixels for it.
-                           round(settings.preprocess.max_pixels / shown),
-                           clip_hold_s=hold, clip_bytes_per_s=clips.max_mbit_per_second * 1e6 / 8)
         source = await stack.enter_async_context(LiveSource(
-            spec, down_alert_after_s=cfg.down_alert_after_seconds, on_change=self._changed,
+            capture_spec(settings, url, clips=self.clips is not None),
+            down_alert_after_s=cfg.down_alert_after_seconds, on_change=self._changed,
             keep_full=any(t.verify for t in cfg.targets), capture=self.capture))
         self._live = source
         # Two at once: one frame with the model while the next is prepared.
@@ -197,7 +204,7 @@ class StreamRunner:
                 log.info("stream up")
             else:
                 log.warning("stream down", reason=change.detail)
-            self._announcements.create_task(self.dispatcher.camera(name, up))
+            self._announcements.create_task(self.state.camera(name, up))
         else:
             alert = Alert.stream_state(name, change.kind == "stream_up", datetime.now(UTC), change.detail)
             self._announcements.create_task(self.dispatcher.publish(alert))

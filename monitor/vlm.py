@@ -138,6 +138,39 @@ class Endpoint:
         return (self.limit - self.inflight) / self.limit
 
 
+def chat_request(model: str, jpeg: bytes, targets: Sequence[str], max_tokens: int) -> dict[str, Any]:
+    """One chat completion asking about every target in one image. Pure."""
+    image_url = "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
+    return {
+        "model": model,
+        "messages": [{"role": "user", "content": [
+            {"type": "text", "text": build_prompt(targets)},
+            {"type": "image_url", "image_url": {"url": image_url}},
+        ]}],
+        "max_tokens": max_tokens,
+        "temperature": 0.0,
+        "response_format": response_format(len(targets)),
+    }
+
+
+def read_answer(response: Any, targets: int) -> tuple[list[Verdict], int, int]:
+    """The verdicts in a chat completion, and its prompt and completion tokens. Pure; raises
+    AnswerError (or a lookup or type error) for anything that is not what was asked for."""
+    # A proxy's error page comes back as a 200 with HTML: a str, not a dict.
+    if not isinstance(response, dict):
+        raise AnswerError(f"the server answered with {_what(response)}, not a chat completion")
+    usage = response.get("usage") or {}
+    if not response.get("choices"):
+        raise AnswerError("no choices in the response")
+    content = response["choices"][0]["message"]["content"]
+    if content is not None and not isinstance(content, str):
+        raise AnswerError(f"the answer is {_what(content)}, not text")
+    if content is not None and len(content) > MAX_ANSWER_CHARS:
+        raise AnswerError(f"the answer is {len(content)} characters long")
+    return (parse_answers(content, targets), int(usage.get("prompt_tokens") or 0),
+            int(usage.get("completion_tokens") or 0))
+
+
 @dataclass(frozen=True, slots=True)
 class Lease:
     """A request slot on one endpoint, held (``VlmClient.slot``) for the requests made through it."""
@@ -251,25 +284,12 @@ class VlmClient:
 
     async def ask(self, endpoint: Endpoint, jpeg: bytes, targets: Sequence[str]) -> Analysis:
         """``analyze`` on this endpoint, whatever its load (``probe`` asks each in turn)."""
-        image_url = "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
-        messages = [{
-            "role": "user",
-            "content": [
-                {"type": "text", "text": build_prompt(targets)},
-                {"type": "image_url", "image_url": {"url": image_url}},
-            ],
-        }]
         saturated = endpoint.inflight >= endpoint.limit
         self.metrics.vlm_inflight.inc()
         began = time.monotonic()  # the loop's clock too, so LoopLag can be asked about it
         try:
-            response = await endpoint.api.post("/chat/completions", {
-                "model": endpoint.model,
-                "messages": messages,
-                "max_tokens": self.cfg.max_tokens,
-                "temperature": 0.0,
-                "response_format": response_format(len(targets)),
-            })
+            response = await endpoint.api.post(
+                "/chat/completions", chat_request(endpoint.model, jpeg, targets, self.cfg.max_tokens))
         except ApiError as e:
             if isinstance(e, ApiTimeout) and self._late(began, self.cfg.timeout_seconds):
                 raise self._failed(endpoint, Late("the daemon was too busy to read the answer in "
@@ -280,20 +300,7 @@ class VlmClient:
             self.metrics.vlm_inflight.dec()
         self.metrics.vlm_duration.observe(latency)
         try:
-            # A proxy's error page comes back as a 200 with HTML: a str, not a dict.
-            if not isinstance(response, dict):
-                raise AnswerError(f"the server answered with {_what(response)}, not a chat completion")
-            usage = response.get("usage") or {}
-            prompt_tokens = int(usage.get("prompt_tokens") or 0)
-            completion_tokens = int(usage.get("completion_tokens") or 0)
-            if not response.get("choices"):
-                raise AnswerError("no choices in the response")
-            content = response["choices"][0]["message"]["content"]
-            if content is not None and not isinstance(content, str):
-                raise AnswerError(f"the answer is {_what(content)}, not text")
-            if content is not None and len(content) > MAX_ANSWER_CHARS:
-                raise AnswerError(f"the answer is {len(content)} characters long")
-            verdicts = parse_answers(content, len(targets))
+            verdicts, prompt_tokens, completion_tokens = read_answer(response, len(targets))
         except (AnswerError, AttributeError, KeyError, IndexError, TypeError, ValueError) as e:
             raise self._failed(endpoint, BadAnswer(f"model answer not understood: {e}")) from None
         if endpoint.adaptive is not None:

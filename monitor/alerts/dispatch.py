@@ -20,13 +20,13 @@ import asyncio
 import sqlite3
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from monitor import logs
 from monitor.alerts.model import Alert
 from monitor.alerts.outbox import Outbox
-from monitor.alerts.sink import GiveUp, Retry, Sink, StateSink
+from monitor.alerts.sink import GiveUp, Retry, Sink
 from monitor.alerts.snapshots import Snapshots
 from monitor.backoff import backoff_delay
 from monitor.metrics import Metrics
@@ -53,6 +53,7 @@ class Dispatcher:
         self._base_delay = base_delay
         self._wake = {s.name: asyncio.Event() for s in sinks}
         self._idle = {s.name: asyncio.Event() for s in sinks}
+        self._pending = {s.name: 0 for s in sinks}  # per sink, as the gauge shows it
         self._unstored: deque[_Unstored] = deque()
         self._unstored_added = asyncio.Event()
         self._all_stored = asyncio.Event()
@@ -83,28 +84,9 @@ class Dispatcher:
             return
         self._wake_sinks(names)
 
-    # --- what is current, for the sinks that show it ----------------------------------
-
-    def _stateful(self) -> list[StateSink]:
-        return [s for s in self.sinks if isinstance(s, StateSink)]
-
-    def show_status(self, model_usable: Callable[[], bool]) -> None:
-        """Let the sinks that show state read the model server's state and the backlog."""
-        def status() -> tuple[bool, int]:
-            pending = sum(self.metrics.registry.get_sample_value(
-                "vlm_monitor_alerts_pending", {"sink": s.name}) or 0 for s in self.sinks)
-            return model_usable(), int(pending) + len(self._unstored)
-
-        for sink in self._stateful():
-            sink.status = status
-
-    async def camera(self, stream: str, up: bool) -> None:
-        for sink in self._stateful():
-            await sink.camera(stream, up)
-
-    async def streams_changed(self, streams: Sequence[tuple[str, Sequence[str]]]) -> None:
-        for sink in self._stateful():
-            await sink.streams_changed(streams)
+    def backlog(self) -> int:
+        """Deliveries pending, every sink together, as last counted, and alerts not yet stored."""
+        return sum(self._pending.values()) + len(self._unstored)
 
     @property
     def problem(self) -> str | None:
@@ -207,12 +189,14 @@ class Dispatcher:
         for name in names:
             self._idle[name].clear()
             self._wake[name].set()
+            self._pending[name] += 1
             self.metrics.alerts_pending.labels(name).inc()
 
     # --- delivering ------------------------------------------------------------------
 
     def _gauges(self, sink: str) -> None:
         count, oldest = self.outbox.pending(sink)
+        self._pending[sink] = count
         self.metrics.alerts_pending.labels(sink).set(count)
         self.metrics.alert_oldest_pending.labels(sink).set(oldest or 0)
 

@@ -13,14 +13,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import aiomqtt
 
 from monitor import logs
 from monitor.alerts import discovery
 from monitor.alerts.model import Alert
-from monitor.alerts.sink import DeliveryPolicy, Retry
+from monitor.alerts.sink import DaemonStatus, DeliveryPolicy, Retry
 from monitor.alerts.snapshots import Snapshots
 from monitor.alerts.topics import messages
 from monitor.backoff import backoff_delay
@@ -28,7 +28,6 @@ from monitor.config import MqttSinkConfig
 from monitor.names import topic_part
 
 # (whether the model server is usable, alerts pending): read every STATUS_S.
-DaemonStatus = Callable[[], tuple[bool, int]]
 STATUS_S = 10.0
 # How long to listen for the retained discovery configs of an earlier run.
 RETAINED_S = 1.0
@@ -36,14 +35,15 @@ RETAINED_S = 1.0
 
 class MqttSink:
     def __init__(self, name: str, cfg: MqttSinkConfig, snapshots: Snapshots | None = None,
-                 streams: Sequence[tuple[str, Sequence[str]]] = ()) -> None:
+                 streams: Sequence[tuple[str, Sequence[str]]] = (),
+                 status: DaemonStatus | None = None) -> None:
         self.name = name
         self.policy = DeliveryPolicy.of(cfg)
         self.cfg = cfg
         self.prefix = cfg.topic_prefix.rstrip("/")
         self.availability = f"{self.prefix}/availability"
         self.snapshots = snapshots
-        self.status: DaemonStatus | None = None  # set by the daemon
+        self.status = status  # the model server's state and the backlog, published as retained topics
         self._streams = list(streams)
         self._camera: dict[str, bytes] = {}  # stream -> b"online" / b"offline", the latest
         self._published: set[str] = set()  # discovery config topics that are ours now

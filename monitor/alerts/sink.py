@@ -42,12 +42,31 @@ class Sink(Protocol):
     async def close(self) -> None: ...
 
 
+# What the daemon is like now, for the sinks that show it: (model server usable, alerts pending).
+DaemonStatus = Callable[[], tuple[bool, int]]
+
+
 @runtime_checkable
 class StateSink(Protocol):
-    """A sink that also shows what is current, not only events (MQTT for Home Assistant)."""
-
-    status: Callable[[], tuple[bool, int]] | None  # (model server usable, alerts pending)
+    """A sink that also shows what is current, not only events (MQTT for Home Assistant); it
+    is built with the daemon's ``DaemonStatus`` and reads it itself."""
 
     async def camera(self, stream: str, up: bool) -> None: ...
 
     async def streams_changed(self, streams: Sequence[tuple[str, Sequence[str]]]) -> None: ...
+
+
+class LiveState:
+    """What is current, on its way to the sinks that show it: cameras up or down, and which
+    streams and targets there are (after a reload). Events go through the ``Dispatcher``."""
+
+    def __init__(self, sinks: Sequence[Sink]) -> None:
+        self.sinks = [s for s in sinks if isinstance(s, StateSink)]
+
+    async def camera(self, stream: str, up: bool) -> None:
+        for sink in self.sinks:
+            await sink.camera(stream, up)
+
+    async def streams_changed(self, streams: Sequence[tuple[str, Sequence[str]]]) -> None:
+        for sink in self.sinks:
+            await sink.streams_changed(streams)

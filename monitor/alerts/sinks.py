@@ -16,7 +16,7 @@ import httpx
 from monitor import __version__, logs
 from monitor.alerts.model import Alert
 from monitor.alerts.mqtt import MqttSink
-from monitor.alerts.sink import DeliveryPolicy, GiveUp, Retry, Sink
+from monitor.alerts.sink import DaemonStatus, DeliveryPolicy, GiveUp, Retry, Sink
 from monitor.alerts.snapshots import Snapshots
 from monitor.config import LogSinkConfig, SinkConfig, WebhookSinkConfig
 
@@ -95,7 +95,8 @@ class WebhookSink:
 
 
 def make_sinks(configs: list[SinkConfig], names: list[str], snapshots: Snapshots | None = None,
-               streams: Sequence[tuple[str, Sequence[str]]] = ()) -> list[Sink]:
+               streams: Sequence[tuple[str, Sequence[str]]] = (), status: DaemonStatus | None = None,
+               ) -> list[Sink]:
     sinks: list[Sink] = []
     for cfg, name in zip(configs, names, strict=True):
         if isinstance(cfg, LogSinkConfig):
@@ -103,5 +104,5 @@ def make_sinks(configs: list[SinkConfig], names: list[str], snapshots: Snapshots
         elif isinstance(cfg, WebhookSinkConfig):
             sinks.append(WebhookSink(name, cfg, snapshots))
         else:
-            sinks.append(MqttSink(name, cfg, snapshots, streams))
+            sinks.append(MqttSink(name, cfg, snapshots, streams, status))
     return sinks
