@@ -164,7 +164,7 @@ class MqttSink:
             snapshot = alert.fields.get("snapshot")
             target = alert.fields.get("target")
             if self.snapshots is not None and isinstance(snapshot, str) and isinstance(target, str):
-                jpeg = self.snapshots.read(snapshot)
+                jpeg = await asyncio.to_thread(self.snapshots.read, snapshot)
                 if jpeg is not None:
                     topic = f"{self.prefix}/{topic_part(alert.stream)}/{topic_part(target)}/snapshot"
                     await client.publish(topic, jpeg, qos=1, retain=True)

@@ -5,6 +5,7 @@ A sink delivers one alert or raises Retry (try later) or GiveUp (monitor.alerts.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -66,7 +67,8 @@ class WebhookSink:
         return alert.body()
 
     async def deliver(self, alert: Alert) -> None:
-        body = self._body(alert)
+        # The snapshot is read from disk in a thread: never file I/O on the event loop.
+        body = await asyncio.to_thread(self._body, alert) if self._snapshots else alert.body()
         headers = {
             "Content-Type": "application/json",
             "User-Agent": f"vlm-monitor/{__version__}",

@@ -137,6 +137,9 @@ class Console:
         self.fleet = fleet
         self.shard = shard  # "I/N" when this replica runs one shard of the streams
         self.throttle = LoginThrottle()
+        # The pages are read once, here (the console is built in a thread), never on the loop.
+        self._pages = {name: resources.files("monitor.console").joinpath("static", name).read_bytes()
+                       for name in STATIC}
         self._uploading = 0  # uploads being received now
         self._log = logs.get("monitor.console")
 
@@ -307,7 +310,7 @@ class Console:
         return self._file(name)
 
     def _file(self, name: str) -> web.Response:
-        body = resources.files("monitor.console").joinpath("static", name).read_bytes()
+        body = self._pages[name]
         return web.Response(body=body, content_type=STATIC[name], headers={
             "Cache-Control": "no-cache",
             "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; "
