@@ -22,7 +22,7 @@ from monitor import __version__, logs, malloc
 from monitor.alerts.clips import ClipStore, clip_files
 from monitor.alerts.dispatch import Dispatcher
 from monitor.alerts.outbox import Outbox
-from monitor.alerts.sink import LiveState
+from monitor.alerts.sink import LiveState, Sink
 from monitor.alerts.sinks import make_sinks
 from monitor.alerts.snapshots import Snapshots
 from monitor.board import Board
@@ -117,6 +117,21 @@ def exit_code(o: Outcome) -> tuple[int, str | None]:
 # --- the daemon ---------------------------------------------------------------------
 
 @dataclass(frozen=True, slots=True)
+class _Stores:
+    outbox: Outbox
+    snapshots: Snapshots | None
+    clips: Snapshots
+    sinks: list[Sink]
+    dispatcher: Dispatcher
+    key: bytes | None  # the console's signing key; None when the console is off
+
+
+def _unusable(state_dir: Path, e: OSError | sqlite3.Error) -> DaemonError:
+    return DaemonError(f"cannot use the state directory {state_dir}: "
+                       f"{getattr(e, 'strerror', None) or e}", EXIT_FAILED)
+
+
+@dataclass(frozen=True, slots=True)
 class _Parts:
     shared: Shared
     tasks: asyncio.TaskGroup
@@ -173,42 +188,11 @@ class Daemon:
         stack.push_async_callback(client.close)
         watch = ModelWatch(client)
         state_dir = config.resolved_state_dir()
-        try:
-            outbox = Outbox(state_dir / "outbox.sqlite3")
-            stack.callback(outbox.close)
-            snap = config.snapshots
-            snapshots = Snapshots(state_dir / "snapshots", max_count=snap.max_count,
-                                  max_age_s=snap.max_age_days * 86400,
-                                  max_bytes=int(snap.max_total_mb * 1e6)) if snap.enabled else None
-            # Sinks that show what is current (MQTT) read the model's state and the backlog.
-            sinks = make_sinks(config.alerts, config.sink_names(), snapshots, _targets(config),
-                               status=lambda: (watch.ready.is_set(), dispatcher.backlog()))
-            dispatcher = Dispatcher(sinks, self.metrics, outbox, snapshots)
-            stack.push_async_callback(dispatcher.close)
-            await dispatcher.open()
-            clips = clip_files(state_dir / "clips", config.clips)
-            await asyncio.to_thread(clips.prune)
-            self.metrics.clip_bytes.set(clips.kept_bytes)
-            key = load_key(state_dir / "console.key") if config.console.enabled else None
-        except (OSError, sqlite3.Error) as e:
-            # A disk that is full or read-only now may not be later: exit 1, so systemd retries.
-            raise DaemonError(f"cannot use the state directory {state_dir}: "
-                              f"{getattr(e, 'strerror', None) or e}", EXIT_FAILED) from None
-        board = scans = feedback = None
-        console = None
-        if key is not None:  # the console is on
-            board = Board(config.console.recent_samples)
-            board.set_streams(_targets(config))
-            try:
-                console, scans = await asyncio.to_thread(
-                    self._console, config, state_dir, key, outbox, snapshots, clips, client, board,
-                    partial(self._fleet, client, dispatcher))
-            except (OSError, sqlite3.Error) as e:
-                raise DaemonError(f"cannot use the state directory {state_dir}: "
-                                  f"{getattr(e, 'strerror', None) or e}", EXIT_FAILED) from None
-            feedback = console.feedback
-            stack.callback(feedback.close)
-            stack.callback(console.close)
+        stores = await open_stores(config, self.metrics, stack, state_dir, watch)
+        dispatcher, clips, key = stores.dispatcher, stores.clips, stores.key
+        console = await open_console(config, self.metrics, self.shard, stack, state_dir, stores, client,
+                                     partial(self._fleet, client, dispatcher))
+        board, scans, feedback = (console.board, console.scans, console.feedback) if console else (None,) * 3
         self.http = HttpServer(config.server.host, config.server.port, self.metrics,
                                readiness=lambda: watch.reason or dispatcher.problem, console=console)
         try:
@@ -221,7 +205,7 @@ class Daemon:
         store = ClipStore(clips, config.clips, dispatcher, self.metrics, key,
                           config.server.public_url or f"http://{config.server.listen.rpartition(':')[0]}:"
                                                       f"{self.http.port}")
-        capture = self._capture(config)
+        capture = open_capture(config, self.metrics)
         if capture is not None:
             stack.callback(capture.close)  # after the streams: they close their cameras first
         tasks = await stack.enter_async_context(asyncio.TaskGroup())
@@ -233,8 +217,8 @@ class Daemon:
         if scans is not None:
             background.append(tasks.create_task(scans.run(), name="scans"))
         stack.callback(lambda: [t.cancel() for t in background])  # runs before the group is left
-        parts = _Parts(Shared(client, watch, dispatcher, LiveState(sinks), self.metrics, board, feedback,
-                              capture, overload, store), tasks)
+        parts = _Parts(Shared(client, watch, dispatcher, LiveState(stores.sinks), self.metrics, board,
+                              feedback, capture, overload, store), tasks)
         for settings in config.stream_settings().values():
             self._start_stream(parts, settings)
         if self.shard is not None:
@@ -247,40 +231,11 @@ class Daemon:
         self.notifier.notify("READY=1", f"STATUS=watching {len(config.streams)} stream(s)")
         return parts
 
-    def _capture(self, config: Config) -> CapturePool | None:
-        """The capture workers for the live cameras, if any and if wanted."""
-        live = sum(1 for s in config.streams if is_live(s.url.get_secret_value()))
-        workers = worker_count(config.capture.workers, live)
-        if workers == 0:
-            if live:
-                malloc.tune()  # capture threads here: keep their big buffers out of the arenas
-            return None
-        pool = CapturePool(workers, self.metrics).start()
-        self._log.info("capture workers started", workers=workers, cameras=live)
-        return pool
-
     async def _fleet(self, client: VlmClient, dispatcher: Dispatcher) -> dict[str, Any]:
         """The daemon's side of the console's fleet header."""
         return {"due_per_second": round(sum(1 / s.sample_interval_seconds for s in self.config.streams), 1),
                 "model_servers": [{"name": e.name, "up": e.healthy} for e in client.endpoints],
                 "alerts_pending": await dispatcher.undelivered()}
-
-    def _console(self, config: Config, state_dir: Path, key: bytes, outbox: Outbox,
-                 snapshots: Snapshots | None, clips: Snapshots, client: VlmClient, board: Board,
-                 fleet: Fleet) -> tuple[Console, Scans]:
-        """The console's parts (blocking: files and SQLite)."""
-        cc = config.console
-        scans = Scans(state_dir / "scans", client, config.detection, config.preprocess,
-                      concurrency=cc.scan_concurrency, keep=cc.scans_keep,
-                      max_bytes=int(cc.scans_max_total_mb * 1e6))
-        scans.load()
-        feedback = Feedback(state_dir / "feedback.sqlite3")
-        for (stream, target, verdict), n in feedback.counts().items():
-            self.metrics.feedback.labels(stream, target, verdict).set(n)
-        console = Console(cc, config.server, key, board, outbox,
-                          snapshots, clips, feedback, scans, Revoked(state_dir / "sessions.sqlite3"),
-                          self.metrics, fleet, shard=str(self.shard) if self.shard else None)
-        return console, scans
 
     async def _main_loop(self, parts: _Parts, shutdown: asyncio.Event) -> None:
         """Until a signal, a fatal model error, or every stream has ended; reloads on request."""
@@ -400,6 +355,74 @@ class Daemon:
         while True:
             self.notifier.notify("WATCHDOG=1")
             await asyncio.sleep(interval)
+
+
+async def open_stores(config: Config, metrics: Metrics, stack: AsyncExitStack, state_dir: Path,
+                      watch: ModelWatch) -> _Stores:
+    """What lives in the state directory: the outbox and the dispatcher on it, snapshots,
+    clips, the console's key. A disk that fails now may not later: exit 1, systemd retries."""
+    try:
+        outbox = Outbox(state_dir / "outbox.sqlite3")
+        stack.callback(outbox.close)
+        snap = config.snapshots
+        snapshots = Snapshots(state_dir / "snapshots", max_count=snap.max_count,
+                              max_age_s=snap.max_age_days * 86400,
+                              max_bytes=int(snap.max_total_mb * 1e6)) if snap.enabled else None
+        # Sinks that show what is current (MQTT) read the model's state and the backlog.
+        sinks = make_sinks(config.alerts, config.sink_names(), snapshots, _targets(config),
+                           status=lambda: (watch.ready.is_set(), dispatcher.backlog()))
+        dispatcher = Dispatcher(sinks, metrics, outbox, snapshots)
+        stack.push_async_callback(dispatcher.close)
+        await dispatcher.open()
+        clips = clip_files(state_dir / "clips", config.clips)
+        await asyncio.to_thread(clips.prune)
+        metrics.clip_bytes.set(clips.kept_bytes)
+        key = load_key(state_dir / "console.key") if config.console.enabled else None
+    except (OSError, sqlite3.Error) as e:
+        raise _unusable(state_dir, e) from None
+    return _Stores(outbox, snapshots, clips, sinks, dispatcher, key)
+
+
+async def open_console(config: Config, metrics: Metrics, shard: Shard | None, stack: AsyncExitStack,
+                       state_dir: Path, stores: _Stores, client: VlmClient, fleet: Fleet) -> Console | None:
+    """The console and what it keeps (its board, scans, feedback); None when it is off."""
+    if stores.key is None:
+        return None
+    key, cc = stores.key, config.console
+    board = Board(cc.recent_samples)
+    board.set_streams(_targets(config))
+
+    def build() -> Console:  # blocking: files and SQLite
+        scans = Scans(state_dir / "scans", client, config.detection, config.preprocess,
+                      concurrency=cc.scan_concurrency, keep=cc.scans_keep,
+                      max_bytes=int(cc.scans_max_total_mb * 1e6))
+        scans.load()
+        feedback = Feedback(state_dir / "feedback.sqlite3")
+        for (stream, target, verdict), n in feedback.counts().items():
+            metrics.feedback.labels(stream, target, verdict).set(n)
+        return Console(cc, config.server, key, board, stores.outbox, stores.snapshots, stores.clips, feedback,
+                       scans, Revoked(state_dir / "sessions.sqlite3"), metrics, fleet,
+                       shard=str(shard) if shard else None)
+    try:
+        console = await asyncio.to_thread(build)
+    except (OSError, sqlite3.Error) as e:
+        raise _unusable(state_dir, e) from None
+    stack.callback(console.feedback.close)
+    stack.callback(console.close)
+    return console
+
+
+def open_capture(config: Config, metrics: Metrics) -> CapturePool | None:
+    """The capture workers for the live cameras, if any and if wanted."""
+    live = sum(1 for s in config.streams if is_live(s.url.get_secret_value()))
+    workers = worker_count(config.capture.workers, live)
+    if workers == 0:
+        if live:
+            malloc.tune()  # capture threads here: keep their big buffers out of the arenas
+        return None
+    pool = CapturePool(workers, metrics).start()
+    logs.get("monitor.daemon").info("capture workers started", workers=workers, cameras=live)
+    return pool
 
 
 def _targets(config: Config) -> list[tuple[str, list[str]]]:
