@@ -28,9 +28,10 @@ from monitor.alerts.snapshots import Snapshots
 from monitor.board import Board
 from monitor.config import Config, ConfigError, StreamSettings, load_config
 from monitor.console.auth import load_key
+from monitor.console.camera_api import Fleet
 from monitor.console.revoked import Revoked
 from monitor.console.scans import Scans
-from monitor.console.web import Console, Fleet
+from monitor.console.web import Console
 from monitor.feedback import Feedback
 from monitor.http import HttpServer
 from monitor.load import LoopLag, Overload

@@ -482,10 +482,10 @@ async def _slow_post(port: int, path: str, declared: int, every: float,
 
 async def test_a_slow_body_is_cut_off_and_one_client_holds_few_requests(
         tmp_path: Path, clips: dict[str, Path], fake_vlm: FakeVLM, monkeypatch: pytest.MonkeyPatch) -> None:
-    from monitor.console import web
+    from monitor.console import reading, web
 
-    monkeypatch.setattr(web, "GRACE_S", 2.0)
-    monkeypatch.setattr(web, "MIN_RATE", 100)
+    monkeypatch.setattr(reading, "GRACE_S", 2.0)
+    monkeypatch.setattr(reading, "MIN_RATE", 100)
     monkeypatch.setattr(web, "PER_CLIENT", 8)
     doc = _with_users(tmp_path, fake_vlm, clips["red"], {"ops": PASSWORD})
     async with running(doc) as (daemon, _, http):

@@ -199,7 +199,6 @@ class LiveReader:
 
     def _session(self) -> tuple[bool, str]:
         """One connection, until it fails or we stop: (whether it was up, why it ended)."""
-        keyframes = self._mode != "all"
         io_timeout = min(IO_TIMEOUT_S, self.open_timeout_s, self.frozen_after_s)
         try:
             container = av.open(self.url, options=open_options(self.url, self.transport, io_timeout),
@@ -207,61 +206,64 @@ class LiveReader:
         except (av.FFmpegError, OSError, ValueError):
             # FFmpeg's message holds the URL, credentials and all: never shown.
             return False, "cannot open: " + diagnose(self.url, min(self.open_timeout_s, 5.0))
-        up = False
         try:
             if not container.streams.video:
                 return False, "the stream has no video track"
-            stream = container.streams.video[0]
-            ctx: Any = stream.codec_context
-            ctx.thread_count = 1  # one decoder thread per camera costs the least CPU
-            if keyframes:
-                ctx.skip_frame = "NONKEY"
-            probe = None if self._mode else KeyframeProbe(self.interval)
-            converted = 0.0
-            self.lag.restart()
-            base = float(stream.time_base or 0)
-            try:
-                for packet in self._packets(container, stream):
-                    if self._stop.is_set():
-                        return up, "stopped"
-                    now = time.monotonic()
-                    self.received += packet.size
-                    if self.clips is not None and packet.size:
-                        self.clips.packet(Held(time.time(), packet.is_keyframe, packet.size, packet), stream)
-                    if packet.pts is not None and base:
-                        self.lag.packet(now, packet.pts * base)
-                    if packet.size == 0 or (keyframes and not packet.is_keyframe):
-                        continue  # keyframes only: the others are not even decoded
-                    try:
-                        frames = packet.decode()
-                    except av.FFmpegError:
-                        continue  # one undecodable packet is not a dead stream
-                    if not frames:
-                        continue
-                    # Convert only when the frame we hold is older than REFRESH_S: a
-                    # third less CPU when every frame is decoded, and still fresh.
-                    if not keyframes and now - converted < self.REFRESH_S:
-                        continue
-                    self._hold(self._convert(frames[-1]), now, frames[-1] if self.keep_full else None)
-                    converted = now
-                    if not up:
-                        up = True
-                        self.report("up", "receiving frames")
-                    if probe is not None and (mode := probe.add(now)) is not None:
-                        gop = probe.keyframe_interval or 0.0
-                        probe, self._mode = None, mode  # decided once: no more per-frame work
-                        self.report("decode", f"{mode} (keyframe every {gop:.1f} s)")
-                        if mode == "all":
-                            return up, SWITCH
-            except Frozen:
-                return up, f"no frame for {self.frozen_after_s:g} s (frozen)"
-            except (av.FFmpegError, OSError):
-                pass
-            return up, "the stream closed or ended"
+            return self._receive(container, container.streams.video[0])
         finally:
             if self.clips is not None and container.streams.video:
                 self.clips.end(container.streams.video[0], "the connection ended")
             container.close()
+
+    def _receive(self, container: Any, stream: Any) -> tuple[bool, str]:
+        """Demux the stream, decode what is needed, hold the newest frame; how it ended."""
+        keyframes = self._mode != "all"
+        ctx: Any = stream.codec_context
+        ctx.thread_count = 1  # one decoder thread per camera costs the least CPU
+        if keyframes:
+            ctx.skip_frame = "NONKEY"
+        probe = None if self._mode else KeyframeProbe(self.interval)
+        up, converted = False, 0.0
+        self.lag.restart()
+        base = float(stream.time_base or 0)
+        try:
+            for packet in self._packets(container, stream):
+                if self._stop.is_set():
+                    return up, "stopped"
+                now = time.monotonic()
+                self.received += packet.size
+                if self.clips is not None and packet.size:
+                    self.clips.packet(Held(time.time(), packet.is_keyframe, packet.size, packet), stream)
+                if packet.pts is not None and base:
+                    self.lag.packet(now, packet.pts * base)
+                if packet.size == 0 or (keyframes and not packet.is_keyframe):
+                    continue  # keyframes only: the others are not even decoded
+                try:
+                    frames = packet.decode()
+                except av.FFmpegError:
+                    continue  # one undecodable packet is not a dead stream
+                if not frames:
+                    continue
+                # Convert only when the frame we hold is older than REFRESH_S: a
+                # third less CPU when every frame is decoded, and still fresh.
+                if not keyframes and now - converted < self.REFRESH_S:
+                    continue
+                self._hold(self._convert(frames[-1]), now, frames[-1] if self.keep_full else None)
+                converted = now
+                if not up:
+                    up = True
+                    self.report("up", "receiving frames")
+                if probe is not None and (mode := probe.add(now)) is not None:
+                    gop = probe.keyframe_interval or 0.0
+                    probe, self._mode = None, mode  # decided once: no more per-frame work
+                    self.report("decode", f"{mode} (keyframe every {gop:.1f} s)")
+                    if mode == "all":
+                        return up, SWITCH
+        except Frozen:
+            return up, f"no frame for {self.frozen_after_s:g} s (frozen)"
+        except (av.FFmpegError, OSError):
+            pass
+        return up, "the stream closed or ended"
 
     def _packets(self, container: Any, stream: Any) -> Iterator[Any]:
         """The stream's packets, the demux resumed after a read that waited IO_TIMEOUT_S.
