@@ -41,6 +41,7 @@ from monitor.preprocess import prepare
 from monitor.scan import EXIT_ERROR, Report, ScanError, exit_code, progress_stream, scan
 from monitor.shards import Shard, ShardError, parse_shard
 from monitor.sources.base import SourceError
+from monitor.sources.clips import ClipOrder
 from monitor.urls import redact_url
 from monitor.vlm import Endpoint, VlmClient, VlmError
 
@@ -103,6 +104,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
         return fail("--find must describe a target")
     if not 0 < args.interval <= 3600:
         return fail("--interval must be between 0 and 3600 seconds")
+    if args.clip and not (0 <= args.clip_before <= 600 and 0 < args.clip_after <= 600):
+        return fail("--clip-before must be 0 to 600 seconds and --clip-after more than 0, at most 600")
     try:
         # One endpoint, named as a lone base_url is, whose limit may be "auto".
         vlm = VlmConfig.model_validate({
@@ -120,8 +123,10 @@ def cmd_scan(args: argparse.Namespace) -> int:
                     every_line=args.verbose or not sys.stdout.isatty())
     target = Target(name=args.find, description=args.find)
     try:
+        # The clip's window, relative to the first appearance (scan adds it).
+        clip = ClipOrder("scan", -args.clip_before, args.clip_after, args.clip) if args.clip else None
         outcome = asyncio.run(scan(args.video, target, vlm, detection, pre, report,
-                                   interval=args.interval))
+                                   interval=args.interval, clip=clip))
     except (ScanError, SourceError) as e:
         return fail(str(e), EXIT_ERROR)
     code = exit_code(outcome)
@@ -255,6 +260,12 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--retries", type=int, default=3, help="retries per failed request")
     sc.add_argument("--max-pixels", type=int, default=PreprocessConfig().max_pixels)
     sc.add_argument("--no-clahe", action="store_true")
+    sc.add_argument("--clip", metavar="FILE.mp4",
+                    help="when found, also write the recording's clip of it here (no re-encoding)")
+    sc.add_argument("--clip-before", type=float, default=5.0, metavar="SECONDS",
+                    help="the clip starts this long before the first appearance (default 5)")
+    sc.add_argument("--clip-after", type=float, default=10.0, metavar="SECONDS",
+                    help="and ends this long after it (default 10)")
     sc.set_defaults(func=cmd_scan)
 
     pr = sub.add_parser("probe", help="check the model server named in the config")

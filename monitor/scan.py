@@ -12,7 +12,7 @@ import asyncio
 import json
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TextIO
 
 from monitor.config import DetectionConfig, PreprocessConfig, Target, VlmConfig
@@ -20,6 +20,7 @@ from monitor.detector import Detector, Observation, Raised
 from monitor.metrics import Metrics
 from monitor.pipeline import FrameAnalyzer, SampleResult, ordered
 from monitor.sources.base import Sample
+from monitor.sources.clips import ClipDone, ClipOrder, cut
 from monitor.sources.files import file_samples, probe_video
 from monitor.urls import file_path, is_live
 from monitor.vlm import Rejected, Unavailable, VlmClient
@@ -36,6 +37,7 @@ class ScanOutcome:
     first_detection: float | None
     samples: int
     unknown: int
+    clip: ClipDone | None = None  # the clip of the first appearance, when one was asked for
 
 
 def _clock(seconds: float) -> str:
@@ -110,11 +112,15 @@ class Report:
         if self.progress:
             self.progress.write("\r\x1b[K")
             self.progress.flush()
+        clip = outcome.clip
         if self.as_json:
+            extra = {} if clip is None else {"clip": clip.path if clip.ok else None,
+                                             "clip_seconds": round(clip.seconds, 2) if clip.ok else None,
+                                             **({} if clip.ok else {"clip_error": clip.note})}
             print(json.dumps({"first_detection_seconds": outcome.first_detection,
                               "found": outcome.first_detection is not None,
                               "target": target, "samples": outcome.samples,
-                              "unknown_samples": outcome.unknown}, ensure_ascii=False),
+                              "unknown_samples": outcome.unknown, **extra}, ensure_ascii=False),
                   file=self.out, flush=True)
             return
         if outcome.first_detection is not None:
@@ -125,11 +131,17 @@ class Report:
             text = f"not found: {target!r} in {outcome.samples} samples"
             if outcome.unknown:
                 text += f" ({outcome.unknown} could not be analysed)"
+        if clip is not None:
+            text += (f"\nclip: {clip.path} ({clip.seconds:.1f} s from {_clock(clip.began)}, not re-encoded)"
+                     if clip.ok else f"\nno clip: {clip.note}")
         print(text, file=self.out, flush=True)
 
 
 async def scan(video: str, target: Target, vlm: VlmConfig, detection: DetectionConfig,
-               pre: PreprocessConfig, report: Report, interval: float = 1.0) -> ScanOutcome:
+               pre: PreprocessConfig, report: Report, interval: float = 1.0,
+               clip: ClipOrder | None = None) -> ScanOutcome:
+    """Scan until the target's first appearance; with ``clip`` (its start and end relative to
+    that moment), also cut the recording's clip of it."""
     if is_live(video):
         raise ScanError("scan reads recordings; to watch a live stream, put it in a config for `run`")
     client = VlmClient(vlm, Metrics())
@@ -157,6 +169,10 @@ async def scan(video: str, target: Target, vlm: VlmConfig, detection: DetectionC
                 break
     finally:
         await client.close()
+    if clip is not None and outcome.first_detection is not None:
+        t = outcome.first_detection
+        outcome.clip = await asyncio.to_thread(
+            cut, str(file_path(video)), replace(clip, start=t + clip.start, end=t + clip.end))
     report.summary(outcome, target.name, detection.consecutive_matches)
     return outcome
 

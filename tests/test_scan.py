@@ -160,3 +160,22 @@ def test_progress_bar() -> None:
     assert progress_bar(30, 60, 10, width=10) == "[#####-----] 0:30 / 1:00  3.0x  0:10 left"
     assert progress_bar(60, 60, 10, width=4) == "[####] 1:00 / 1:00  6.0x"
     assert progress_bar(5, None, 0) == "scanning… 0:05 analysed  0.0x"
+
+
+def test_a_clip_of_the_first_appearance(clips: dict[str, Path], fake_vlm: FakeVLM, tmp_path: Path) -> None:
+    out_clip = tmp_path / "found.mp4"
+    code, out, err = scan(clips["red"], fake_vlm.base_url, "--json", "--clip", str(out_clip),
+                          "--clip-before", "2", "--clip-after", "4")
+    assert code == 0, err
+    summary = json_lines(out)[-1]
+    assert summary["first_detection_seconds"] == 5 and summary["clip"] == str(out_clip)
+    # 3 s to 9 s of the recording, from the keyframe at or before 3 s: the file's own packets.
+    assert 5.5 <= summary["clip_seconds"] <= 7.5, summary
+    probed = json.loads(subprocess.run(
+        ["ffprobe", "-v", "error", "-show_entries", "stream=codec_name,width,height", "-of", "json",
+         str(out_clip)], capture_output=True, text=True, check=True).stdout)["streams"][0]
+    assert probed == {"codec_name": "mpeg4", "width": 1280, "height": 720}
+    code, out, _ = scan(clips["red"], fake_vlm.base_url, "--clip", str(tmp_path / "again.mp4"))
+    assert code == 0 and f"clip: {tmp_path / 'again.mp4'} (" in out
+    code, _, err = scan(clips["red"], fake_vlm.base_url, "--clip", str(out_clip), "--clip-after", "0")
+    assert code == 2 and "--clip-after" in err and len(err.strip().splitlines()) == 1
