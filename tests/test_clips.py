@@ -277,3 +277,41 @@ def test_a_streams_clip_settings_override_the_top_level_ones() -> None:
     doc["clips"] = {"keep_hours": 1}
     with pytest.raises(ConfigError, match="keep_hours"):
         parse_config(yaml.safe_dump(doc), "t")
+
+
+def test_a_camera_far_over_the_bitrate_bound_keeps_it_and_its_clip_says_so(tmp_path: Path) -> None:
+    import threading
+
+    from monitor.sources.capture import LiveReader
+    from monitor.sources.clips import ClipDesk, ClipDone, ClipOrder
+
+    # 2 Mbit/s (250 KB/s) against a bound of 0.8 Mbit/s: the ring, meant for 5 s and a GOP,
+    # holds what 7 s at the bound allow (700 KB): under 3 GOPs of this camera.
+    server = RtspServer(free_port(), gop=25, size="1280x720", pattern="smpte", bitrate=2000).start()
+    desk = ClipDesk(hold_s=5.0, max_bytes_per_s=100_000)
+    reader = LiveReader(server.url(), "cam", interval=1.0, decode="keyframes", clips=desk)
+    done: list[ClipDone] = []
+    finished = threading.Event()
+    try:
+        reader.start()
+        peak, deadline = 0, time.monotonic() + 30
+        while time.monotonic() < deadline and (desk.ring.oldest is None or not desk.ring.short):
+            peak = max(peak, desk.ring.bytes)
+            time.sleep(0.05)
+        for _ in range(60):  # 3 s more of watching the bound hold
+            peak = max(peak, desk.ring.bytes)
+            time.sleep(0.05)
+        assert desk.ring.short and 0 < peak <= 700_000, peak
+        now = time.time()
+        desk.order(ClipOrder("c" * 32, now - 5, now + 1, str(tmp_path / "c.mp4")),
+                   lambda d: (done.append(d), finished.set()))
+        assert finished.wait(20)
+    finally:
+        reader.stop()
+        reader.join(10)
+        server.kill()
+    clip = done[0]
+    assert clip.ok, clip
+    # It starts late (the bound kept less than 5 s), is cut at its own bound, and says both.
+    assert clip.began - now > -4.5 and "late: the camera sent more than clips hold" in clip.note, clip
+    assert "cut at 0.8 MB" in clip.note and clip.bytes <= 800_000, clip

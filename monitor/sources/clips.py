@@ -138,11 +138,15 @@ class Recording:
         if item.arrival >= self.order.end:
             return True
         if self.bytes + item.size > self.max_bytes:
-            self.note = f"cut at {self.max_bytes // 1_000_000} MB: the camera sent more than clips allow"
+            self.tell(f"cut at {self.max_bytes / 1e6:.1f} MB: the camera sent more than clips allow")
             return True
         self.packets.append(item)
         self.bytes += item.size
         return False
+
+    def tell(self, why: str) -> None:
+        """Say why the clip is shorter than ordered (every reason, in the order they came)."""
+        self.note = f"{self.note}; {why}" if self.note else why
 
     def extend(self, items: Iterable[Held]) -> bool:
         return any(self.add(item) for item in items)
@@ -193,9 +197,9 @@ class ClipDesk:
         rec = Recording(order, int(self.max_bytes_per_s * length))
         oldest = held[0].arrival if held else None
         if oldest is not None and oldest > order.start + 0.5:
-            rec.note = (f"starts {oldest - order.start:.0f} s late: the camera sent more than clips "
-                        f"hold" if self.ring.short else f"starts {oldest - order.start:.0f} s late: "
-                        f"the camera had just connected")
+            why = ("the camera sent more than clips hold" if self.ring.short
+                   else "the camera had just connected")
+            rec.tell(f"starts {oldest - order.start:.0f} s late: {why}")
         if rec.extend(held):
             self._finish(rec, report, template)
         else:
@@ -205,7 +209,7 @@ class ClipDesk:
         """The connection ends: recordings under way are written with what they have; orders
         that found no video fail. The ring starts again with the next connection."""
         for rec, report in self._recordings:
-            rec.note = rec.note or f"ends early: {why}"
+            rec.tell(f"ends early: {why}")
             self._finish(rec, report, template)
         self._recordings = []
         self.ring.clear()
