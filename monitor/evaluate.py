@@ -40,7 +40,7 @@ from monitor import logs
 from monitor.alerts.outbox import Outbox
 from monitor.app import Daemon
 from monitor.config import Config, ConfigError, Target, ZoneConfig, parse_document
-from monitor.config.schema import _Model
+from monitor.config.base import Model
 from monitor.metrics import Metrics
 
 TOLERANCE_S = 1.0  # an alert this close to a span (one sample) still counts for it
@@ -50,7 +50,7 @@ class EvalError(Exception):
     """The suite could not be replayed; one line for the user."""
 
 
-class Case(_Model):
+class Case(Model):
     video: str
     target: Target
     present: list[tuple[float, float]] = Field(default_factory=list)
@@ -64,7 +64,7 @@ class Case(_Model):
         return self
 
 
-class Variant(_Model):
+class Variant(Model):
     name: str = Field(min_length=1, max_length=60)
     description: str | None = None  # the target in other words
     verify: bool | None = None
@@ -72,7 +72,7 @@ class Variant(_Model):
     schedule: bool = True  # false: ignore the targets' schedules
 
 
-class Suite(_Model):
+class Suite(Model):
     cases: list[Case] = Field(min_length=1, max_length=200)
     variants: list[Variant] = Field(default_factory=lambda: [Variant(name="as configured")])
 

@@ -1,34 +1,37 @@
-"""The YAML config: its schema (``schema``) and how a file becomes one (``loading``)."""
+"""The YAML config: the whole file (``schema``), its sections (``model``, ``streams``, ``sinks``,
+``server``), each stream's resolved settings (``settings``), and how a file becomes one
+(``loading``)."""
 
+from monitor.config.base import ConfigError
 from monitor.config.loading import load_config, parse_config, parse_document
-from monitor.config.schema import (
+from monitor.config.model import (
     AUTO_MAX_CONCURRENCY,
     AUTO_START_CONCURRENCY,
     DEFAULT_BASE_URL,
     DEFAULT_MAX_PIXELS,
     DEFAULT_MODEL,
-    ClipsConfig,
-    Config,
-    ConfigError,
-    ConsoleConfig,
-    DetectionConfig,
     EndpointConfig,
+    PreprocessConfig,
+    VlmConfig,
+)
+from monitor.config.schema import Config
+from monitor.config.server import ConsoleConfig, LoggingConfig, ServerConfig, UserConfig
+from monitor.config.settings import StreamSettings
+from monitor.config.sinks import (
     EventName,
-    LoggingConfig,
     LogSinkConfig,
     MqttSinkConfig,
-    PreprocessConfig,
-    SceneChangeConfig,
-    ServerConfig,
     SinkBase,
     SinkConfig,
     SnapshotsConfig,
-    StreamConfig,
-    StreamSettings,
-    Target,
-    UserConfig,
-    VlmConfig,
     WebhookSinkConfig,
+)
+from monitor.config.streams import (
+    ClipsConfig,
+    DetectionConfig,
+    SceneChangeConfig,
+    StreamConfig,
+    Target,
     ZoneConfig,
 )
 

@@ -16,7 +16,8 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, SecretStr, ValidationError
 
-from monitor.config.schema import Config, ConfigError
+from monitor.config.base import ConfigError
+from monitor.config.schema import Config
 
 M = TypeVar("M", bound=BaseModel)
 
