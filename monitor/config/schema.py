@@ -82,7 +82,9 @@ class Config(Model):
 
     def stream_settings(self) -> dict[str, StreamSettings]:
         """Each stream's effective settings (``monitor.config.settings``)."""
-        return stream_settings(self)
+        return stream_settings(self.streams, detection=self.detection, preprocess=self.preprocess,
+                               scene_change=self.scene_change, clips=self.clips,
+                               window=min(self.vlm.total_concurrency, 32), timezone=self.timezone)
 
     def resolved_state_dir(self, env: Mapping[str, str] = os.environ) -> Path:
         if self.state_dir is not None:

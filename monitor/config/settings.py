@@ -3,14 +3,11 @@ exactly the streams whose settings here changed."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
 
 from monitor.config.base import Model
 from monitor.config.model import PreprocessConfig
 from monitor.config.streams import ClipsConfig, DetectionConfig, SceneChangeConfig, StreamConfig
-
-if TYPE_CHECKING:
-    from monitor.config.schema import Config
 
 
 class StreamSettings(Model):
@@ -25,16 +22,17 @@ class StreamSettings(Model):
     clips: ClipsConfig = ClipsConfig()  # with the stream's own overrides
 
 
-def stream_settings(config: Config) -> dict[str, StreamSettings]:
-    """Each stream's effective settings, global sections resolved into them."""
+def stream_settings(streams: Sequence[StreamConfig], *, detection: DetectionConfig,
+                    preprocess: PreprocessConfig, scene_change: SceneChangeConfig, clips: ClipsConfig,
+                    window: int, timezone: str | None) -> dict[str, StreamSettings]:
+    """Each stream's effective settings: the global sections, with what the stream sets itself."""
     out = {}
-    for s in config.streams:
-        pre = config.preprocess
+    for s in streams:
+        pre = preprocess
         if s.max_pixels is not None:
             pre = pre.model_copy(update={"max_pixels": s.max_pixels})
-        clips = config.clips.model_copy(update=s.clips.model_dump(exclude_none=True))
-        out[s.name] = StreamSettings(stream=s, detection=config.detection, preprocess=pre,
-                                     scene_change=config.scene_change,
-                                     window=min(config.vlm.total_concurrency, 32),
-                                     timezone=config.timezone, clips=clips)
+        own = clips.model_copy(update=s.clips.model_dump(exclude_none=True))
+        out[s.name] = StreamSettings(stream=s, detection=detection, preprocess=pre,
+                                     scene_change=scene_change, window=window, timezone=timezone,
+                                     clips=own)
     return out
