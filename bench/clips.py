@@ -21,9 +21,8 @@ import tempfile
 from pathlib import Path
 
 from bench.fleet import PROFILES, Row, measure
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT
 from tests.fakes.vllm import FakeVLM
-from tests.rtsp import RtspServer
 
 
 def clip_lines(lines: list[str]) -> list[dict[str, object]]:
@@ -52,8 +51,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             for key in filter(None, args.profiles.split(",")):
                 profile = PROFILES[key]
-                server = RtspServer(free_port(), gop=25, size=profile.size, pattern=profile.pattern,
-                                    bitrate=profile.bitrate).start()
+                server = profile.server()
                 try:
                     server.prime()
                     off = measure(ROOT, server, fake, args.cameras, args.seconds, args.warmup, Path(tmp),

@@ -28,7 +28,7 @@ from pathlib import Path
 from playwright.sync_api import Request, sync_playwright
 
 from bench.fleet import PROFILES, Daemon, start_daemon, total, wait_up
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT
 from tests.fakes.vllm import FakeVLM
 from tests.rtsp import RtspServer
 
@@ -71,8 +71,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="console-bench-"))
     fake = FakeVLM().start()
     profile = PROFILES[args.profile]
-    server = RtspServer(free_port(), gop=25, size=profile.size, pattern=profile.pattern,
-                        bitrate=profile.bitrate).start()
+    server = profile.server()
     server.prime()
     # label -> [CPU-s, samples, seconds], summed over its windows
     sums: dict[str, list[float]] = {}

@@ -249,6 +249,11 @@ class Profile:
     bitrate: int | None  # asked of x264, kbit/s; None: what the picture needs
     pattern: str
 
+    def server(self) -> RtspServer:
+        """A test RTSP server sending this profile's stream (a keyframe a second), started."""
+        return RtspServer(free_port(), gop=25, size=self.size, pattern=self.pattern,
+                          bitrate=self.bitrate).start()
+
 
 PROFILES = {
     "sub": Profile("sub-stream 640x360, 512 kbit/s", "640x360", 512, "smpte"),
@@ -533,8 +538,7 @@ def main() -> None:
     try:
         for key in filter(None, args.profiles.split(",")):
             profile = PROFILES[key]
-            server = RtspServer(free_port(), gop=25, size=profile.size, pattern=profile.pattern,
-                                bitrate=profile.bitrate).start()
+            server = profile.server()
             try:
                 server.prime()
                 base = floor(server.url(), n, args.seconds, args.warmup)
@@ -571,9 +575,7 @@ def main() -> None:
                 server.kill()
         overloads: dict[str, Row] = {}
         if args.overload:
-            profile = PROFILES["720p"]
-            server = RtspServer(free_port(), gop=25, size=profile.size, pattern=profile.pattern,
-                                bitrate=profile.bitrate).start()
+            server = PROFILES["720p"].server()
             try:
                 for label, tree in trees.items():
                     overloads[label] = served(server, partial(
