@@ -115,7 +115,7 @@ class StreamAccount:
     def show(self, result: SampleResult, reason: str | None, min_confidence: int,
              progress: Callable[[str], str]) -> None:
         """The sample on the console, after the detectors ran (its streak included)."""
-        if self.board is None or reason == "off_schedule":
+        if self.board is None:
             return
         outcome = "reused" if result.reused else "asked" if result.analysis is not None else "dropped"
         verdicts = [TargetView(r.target.name, r.verdict.present if r.verdict else None,

@@ -177,6 +177,12 @@ async def test_an_alerts_clip_plays_in_the_browser(tmp_path: Path, fake_vlm: Fak
             await video.evaluate("v => { v.pause(); v.currentTime = v.duration - 0.5; }")  # the red part
             await page.wait_for_function("() => !document.querySelector('.event video').seeking")
             await shot(page, tmp_path, "event-clip")
+            # On a phone, dark: the player fits the screen, nothing scrolls sideways.
+            await page.set_viewport_size({"width": 390, "height": 844})
+            await page.emulate_media(color_scheme="dark")
+            assert await page.evaluate("document.documentElement.scrollWidth") <= 390
+            assert await video.evaluate("v => v.getBoundingClientRect().right") <= 390
+            await shot(page, tmp_path, "event-clip-phone-dark")
             assert (await http.get("/metrics")).text.count('vlm_monitor_clips_total{result="written"} 1.0') == 1
     finally:
         rtsp.kill()
