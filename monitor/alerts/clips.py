@@ -56,10 +56,11 @@ class ClipStore:
     def path(self, alert_id: str) -> Path:
         return self.files.path(alert_id)
 
-    def link(self, alert_id: str, now: float | None = None) -> str | None:
+    def link(self, alert_id: str) -> str | None:
+        """The clip's link for those without a session, valid as long as the clip is kept."""
         if self.key is None:
             return None
-        expires = int((time.time() if now is None else now) + self.link_seconds)
+        expires = int(time.time() + self.link_seconds)
         return signed(self.key, self.base_url, f"/clips/{alert_id}.mp4", expires)
 
     def order(self, camera: Recorder, alert: Alert, first_seen: datetime, before: float,

@@ -33,10 +33,6 @@ class ClipRoutes:
         router.add_get("/api/events/{id}/clip.mp4", self._by_session)
         router.add_get("/clips/{name}", self._by_link)
 
-    def url(self, alert_id: str) -> str | None:
-        """The console's own URL of an alert's clip, if it is on disk."""
-        return f"/api/events/{alert_id}/clip.mp4" if self.files.path(alert_id).is_file() else None
-
     def states(self, alert_ids: Sequence[str], announced: set[str]) -> dict[str, str]:
         """Per alert: "ready" (on disk), "expired" (written once, removed since), or absent."""
         out = {}

@@ -4,7 +4,6 @@ and an operator's judgement of an alert (right, or a false alarm and what to lea
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 
 from aiohttp import web
@@ -13,14 +12,12 @@ from monitor import logs
 from monitor.alerts.outbox import Outbox
 from monitor.alerts.snapshots import Snapshots
 from monitor.console.auth import Session
-from monitor.console.clips import ClipRoutes
+from monitor.console.clips import ALERT_ID, ClipRoutes
 from monitor.console.reading import SESSION_KEY, body_json, float_arg, int_arg, is_text
 from monitor.console.replies import error, jpeg, reply
 from monitor.feedback import VERDICTS, Feedback, Judgement
 from monitor.metrics import Metrics
 from monitor.pipeline import LESSON_CHARS
-
-ALERT_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
 class EventRoutes:
