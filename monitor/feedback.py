@@ -5,7 +5,7 @@ week, and a judgement (with the description the model gave) is what a later
 change learns from, so it stays. One row per alert; judging again replaces
 the verdict. Calls are short and synchronous; the console runs them in a
 worker thread. The streams read each target's latest false alarms from memory
-(``lessons``) and tell the model about them (see ``pipeline.counter_examples``).
+(``lessons``) and tell the model about them (see ``prompts.counter_examples``).
 
 What the model is told is the *lesson*: the text the operator saw and kept (or
 edited, or cleared) when marking the false alarm, never the model's own
@@ -24,7 +24,7 @@ from pathlib import Path
 from monitor.storage import open_sqlite
 
 VERDICTS = ("right", "false_alarm")
-LESSONS_KEPT = 10  # per target, in memory; the prompt takes fewer (pipeline.counter_examples)
+LESSONS_KEPT = 10  # per target, in memory; the prompt takes fewer (prompts.counter_examples)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS feedback (

@@ -19,6 +19,7 @@ from monitor.config import PreprocessConfig, Target
 from monitor.detector import Observation
 from monitor.modelwatch import ModelPolicy, ReportErrors
 from monitor.preprocess import Prepared, prepare
+from monitor.prompts import with_lessons
 from monitor.scene import SceneGate, thumbnail
 from monitor.schedule import active, local
 from monitor.sources.base import Sample
@@ -28,30 +29,6 @@ from monitor.zones import Polygon, in_zones, to_frame, view_for
 
 T = TypeVar("T")
 R = TypeVar("R")
-
-LESSONS_MAX = 3  # earlier false alarms told to the model per target
-LESSON_CHARS = 120  # each, cut
-LESSONS_CHARS = 360  # all of them: ~90 tokens at most
-
-
-def counter_examples(descriptions: Sequence[str]) -> str:
-    """``(not: "a red poster on the wall"; "a red car")``: a target's earlier false alarms,
-    newest first, bounded in count and length, on one line. Pure."""
-    kept: list[str] = []
-    total = 0
-    for d in descriptions:
-        text = " ".join(d.split()).replace('"', "'")
-        if not text or text in kept:
-            continue
-        text = text[:LESSON_CHARS]
-        if len(kept) >= LESSONS_MAX or total + len(text) > LESSONS_CHARS:
-            break
-        kept.append(text)
-        total += len(text)
-    if not kept:
-        return ""
-    return "(earlier false alarms, not this target: " + "; ".join(f'"{k}"' for k in kept) + ")"
-
 
 async def ordered(source: AsyncIterator[T], fn: Callable[[T], Awaitable[R]],
                   window: int) -> AsyncIterator[tuple[T, R]]:
@@ -221,11 +198,9 @@ class FrameAnalyzer:
 
     def prompt(self, target: Target) -> str:
         """The target as the model reads it: with a few of its earlier false alarms, if any."""
-        text = target.prompt_text
         if self.lessons is None:
-            return text
-        lessons = counter_examples(self.lessons(target.name))
-        return f"{text} {lessons}" if lessons else text
+            return target.prompt_text
+        return with_lessons(target.prompt_text, self.lessons(target.name))
 
     async def _ask(self, prepared: Prepared, targets: list[Target],
                    lease: Lease | None) -> tuple[Analysis | None, VlmError | None]:

@@ -1,4 +1,4 @@
-"""What we ask the model, and how its answer becomes a typed verdict. Pure functions.
+"""How the model's answer becomes a typed verdict (what we ask is in ``prompts``). Pure functions.
 
 The main path asks for JSON through ``response_format`` (honoured by vLLM
 across versions). Servers that ignore it answer in free text, so the parser
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,37 +58,6 @@ def response_format(n_targets: int) -> dict[str, Any]:
         "additionalProperties": False,
     }
     return {"type": "json_schema", "json_schema": {"name": "target_verdicts", "schema": schema}}
-
-# The fixed instruction comes first and the target last, so vLLM's prefix cache
-# can reuse the instruction's token blocks across requests.
-_INSTRUCTIONS = (
-    "You are watching a security camera frame. Decide whether the target described "
-    "below is visible in the image. Reply with a JSON object with the keys "
-    '"present" (true or false), "confidence" (an integer from 1 to 10: how sure you '
-    'are of your answer), "description" (one short sentence: if present, what it '
-    "looks like and where it is in the frame; if not, what the frame shows instead) and, "
-    'only if present, "box" ([x1, y1, x2, y2]: its bounding box in pixels of this image).'
-)
-
-
-_MANY = (
-    "You are watching a security camera frame. For each target listed below, decide whether "
-    'it is visible in the image. Reply with a JSON object {"answers": [...]} holding one '
-    "object per target, in the order listed, each with the keys "
-    '"present" (true or false), "confidence" (an integer from 1 to 10: how sure you are of '
-    'that answer), "description" (one short sentence: if present, what it looks like and '
-    "where it is in the frame; if not, what is there instead) and, only if present, "
-    '"box" ([x1, y1, x2, y2]: its bounding box in pixels of this image).'
-)
-
-
-def build_prompt(targets: Sequence[str]) -> str:
-    """One image, one question per target: the image's tokens are paid for once."""
-    if len(targets) == 1:
-        return f"{_INSTRUCTIONS}\n\nTarget: {targets[0]}"
-    listed = "\n".join(f"{i}. {t}" for i, t in enumerate(targets, 1))
-    return f"{_MANY}\n\nTargets:\n{listed}"
-
 
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.S | re.I)
 _LINE = re.compile(r"^[\s*#>-]*(?:\d+[.)]\s*)?[*]*([A-Za-z ]+?)\s*[*]*\s*:\s*[*]*\s*(.*?)\s*$")

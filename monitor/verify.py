@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from monitor.config import PreprocessConfig, Target
 from monitor.preprocess import prepare
+from monitor.prompts import strict
 from monitor.sources.base import Frame
 from monitor.verdict import Box, Verdict
 from monitor.vlm import VlmClient, VlmError
@@ -32,11 +33,6 @@ def region(box: Box | None, view: View | None) -> Box | None:
     cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
     half_w, half_h = w * (1 + 2 * PAD) / 2, h * (1 + 2 * PAD) / 2
     return (max(0.0, cx - half_w), max(0.0, cy - half_h), min(1.0, cx + half_w), min(1.0, cy + half_h))
-
-
-def strict(target: Target) -> str:
-    return (f"{target.prompt_text}. Look closely: answer present only if you are certain that this "
-            f"is really it, and not a picture, a poster, a screen, a reflection or something alike")
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +55,7 @@ async def second_look(client: VlmClient, frame: Frame, target: Target, area: Box
                                        jpeg_quality=pre.jpeg_quality)
     start = asyncio.get_running_loop().time()
     try:
-        analysis = await client.analyze(prepared.jpeg, [strict(target)])
+        analysis = await client.analyze(prepared.jpeg, [strict(target.prompt_text)])
     except VlmError as e:
         return Outcome(False, None, e, asyncio.get_running_loop().time() - start)
     verdict = analysis.verdicts[0]

@@ -21,7 +21,8 @@ from monitor.limits import AimdLimit
 from monitor.load import LoopLag
 from monitor.metrics import Metrics
 from monitor.openai_http import ApiConnectionError, ApiError, ApiStatusError, ApiTimeout, OpenAiHttp
-from monitor.verdict import AnswerError, Verdict, build_prompt, parse_answers, response_format
+from monitor.prompts import build_prompt
+from monitor.verdict import AnswerError, Verdict, parse_answers, response_format
 
 
 class VlmError(Exception):

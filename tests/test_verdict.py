@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from monitor.verdict import AnswerError, Verdict, build_prompt, parse_answer, parse_answers
+from monitor.prompts import build_prompt
+from monitor.verdict import AnswerError, Verdict, parse_answer, parse_answers
 
 
 @pytest.mark.parametrize(

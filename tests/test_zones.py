@@ -12,8 +12,8 @@ import yaml
 from monitor.app import plan_reload
 from monitor.config import ConfigError, parse_config
 from monitor.detector import Detector, Observation, Raised
-from monitor.pipeline import counter_examples
 from monitor.preprocess import prepare
+from monitor.prompts import counter_examples
 from monitor.scene import SceneGate, thumbnail
 from monitor.schedule import ScheduleError, active, local, parse_rule, zone
 from monitor.verdict import parse_answer, parse_answers

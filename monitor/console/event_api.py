@@ -17,7 +17,7 @@ from monitor.console.reading import SESSION_KEY, body_json, float_arg, int_arg, 
 from monitor.console.replies import error, jpeg, reply
 from monitor.feedback import VERDICTS, Feedback, Judgement
 from monitor.metrics import Metrics
-from monitor.pipeline import LESSON_CHARS
+from monitor.prompts import LESSON_CHARS
 
 
 class EventRoutes:
