@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, TypeVar
@@ -31,7 +31,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 async def ordered(source: AsyncIterator[T], fn: Callable[[T], Awaitable[R]],
-                  window: int) -> AsyncIterator[tuple[T, R]]:
+                  window: int) -> AsyncGenerator[tuple[T, R], None]:
     """Map ``fn`` over ``source`` with up to ``window`` calls at once; yield in source order.
 
     Each result is handed on as soon as it and every result before it are done,

@@ -12,16 +12,18 @@ import asyncio
 import json
 import sys
 import time
+from contextlib import aclosing
 from dataclasses import dataclass, replace
 from typing import TextIO
 
 from monitor.config import DetectionConfig, PreprocessConfig, Target, VlmConfig
-from monitor.detector import Detector, Observation, Raised
+from monitor.detector import Observation
 from monitor.metrics import Metrics
-from monitor.pipeline import FrameAnalyzer, SampleResult, ordered
+from monitor.pipeline import FrameAnalyzer, SampleResult
+from monitor.recording import first_appearances
 from monitor.sources.base import Sample
 from monitor.sources.clips import ClipDone, ClipOrder, cut
-from monitor.sources.files import file_samples, probe_video
+from monitor.sources.files import probe_video
 from monitor.urls import file_path, is_live
 from monitor.vlm import Rejected, Unavailable, VlmClient
 
@@ -145,28 +147,27 @@ async def scan(video: str, target: Target, vlm: VlmConfig, detection: DetectionC
     if is_live(video):
         raise ScanError("scan reads recordings; to watch a live stream, put it in a config for `run`")
     client = VlmClient(vlm, Metrics())
-    detector: Detector[Sample] = Detector(detection.consecutive_matches,
-                                          detection.rearm_after_absent)
     analyzer = FrameAnalyzer(client, [target], pre)
     outcome = ScanOutcome(None, 0, 0)
     try:
         if report.progress:
             report.duration = await asyncio.to_thread(probe_video, file_path(video))
-        samples = file_samples(video, interval)
         # With an "auto" limit the client's endpoint bounds the calls; the window only bounds
         # the frames decoded ahead (a 1080p frame is 6 MB).
-        async for sample, result in ordered(samples, analyzer, min(vlm.total_concurrency, 16)):
-            error = result.targets[0].error
-            if isinstance(error, Unavailable | Rejected):
-                raise ScanError(str(error))
-            outcome.samples += 1
-            obs = result.targets[0].observation(detection.min_confidence)
-            outcome.unknown += obs is Observation.UNKNOWN
-            report.sample(sample, result, detection.min_confidence)
-            event = detector.observe(obs, sample)
-            if isinstance(event, Raised):
-                outcome.first_detection = event.first.offset
-                break
+        steps = first_appearances(video, analyzer, detection, min(vlm.total_concurrency, 16),
+                                  interval=interval)
+        async with aclosing(steps):  # the samples in flight are cancelled before the client closes
+            async for step in steps:
+                error = step.result.targets[0].error
+                if isinstance(error, Unavailable | Rejected):
+                    raise ScanError(str(error))
+                outcome.samples += 1
+                outcome.unknown += step.result.targets[0].observation(
+                    detection.min_confidence) is Observation.UNKNOWN
+                report.sample(step.sample, step.result, detection.min_confidence)
+                if step.found:
+                    outcome.first_detection = step.found[target.name]
+                    break
     finally:
         await client.close()
     if clip is not None and outcome.first_detection is not None:

@@ -1,7 +1,8 @@
 """Scans of uploaded recordings (the seed's page): a queue, one scan at a time.
 
 A scan samples the whole recording once a second and asks the model about
-all its targets per sample, like ``vlm-monitor scan``, but its model calls
+all its targets per sample, in the loop ``vlm-monitor scan`` runs
+(``recording.first_appearances``), but its model calls
 are background requests (``FrameAnalyzer(background=True)``): they take only
 slots no camera is waiting for, so the cameras keep their samples.
 
@@ -27,10 +28,9 @@ from typing import Any
 from monitor import logs
 from monitor.board import THUMB_WIDTH
 from monitor.config import DetectionConfig, PreprocessConfig, Target
-from monitor.detector import Detector, Raised
-from monitor.pipeline import FrameAnalyzer, SampleResult, ordered
+from monitor.pipeline import FrameAnalyzer, SampleResult
+from monitor.recording import first_appearances
 from monitor.sources.base import Sample, SourceError
-from monitor.sources.files import file_samples
 from monitor.vlm import VlmClient
 
 STATUSES = ("queued", "running", "done", "failed", "stopped")
@@ -200,30 +200,27 @@ class Scans:
         scan.status = "running"
         folder = self.directory / scan.id
         targets = [Target(name=t, description=t) for t in scan.targets]
-        det = self.detection
-        detectors: dict[str, Detector[float]] = {
-            t: Detector(det.consecutive_matches, det.rearm_after_absent) for t in scan.targets}
         analyzer = FrameAnalyzer(self.client, targets, self.preprocess, thumb_width=THUMB_WIDTH,
                                  background=True)
-        samples = file_samples(str(folder / UPLOAD_NAME), 1.0, stop=scan.stop)
         thumbs = 0  # bytes of thumbnails written
-        async for sample, result in ordered(samples, analyzer, self.concurrency):
-            row = self._row(sample, result, det.min_confidence)
-            thumb = result.prepared.thumb if result.prepared else None
+        steps = first_appearances(str(folder / UPLOAD_NAME), analyzer, self.detection,
+                                  self.concurrency, stop=scan.stop)
+        async for step in steps:
+            row = self._row(step.sample, step.result, self.detection.min_confidence)
+            thumb = step.result.prepared.thumb if step.result.prepared else None
             # A long recording's thumbnails stop at the budget of all scans together, not at
             # the end of the scan (the prune comes only then).
             if thumb is not None and thumbs + len(thumb) <= self.max_bytes:
                 await asyncio.to_thread((folder / f"{len(scan.samples)}.jpg").write_bytes, thumb)
                 thumbs += len(thumb)
                 row["thumb"] = True
-            for r in result.targets:
-                event = detectors[r.target.name].observe(r.observation(det.min_confidence), sample.offset)
-                if isinstance(event, Raised) and r.target.name not in scan.first_by_target:
-                    scan.first_by_target[r.target.name] = event.first
-                    if scan.first_detection is None or event.first < scan.first_detection:
-                        scan.first_detection = event.first
+            scan.first_by_target.update(step.found)
+            if step.found:
+                first = min(step.found.values())
+                if scan.first_detection is None or first < scan.first_detection:
+                    scan.first_detection = first
             scan.samples.append(row)
-            scan.analysed = sample.offset + 1.0
+            scan.analysed = step.sample.offset + 1.0
         errors = [v["error"] for row in scan.samples for v in row["verdicts"] if v["error"]]
         if scan.samples and len(errors) == len(scan.samples) * len(scan.targets):
             scan.status, scan.error = "failed", f"the model could judge no sample: {errors[-1]}"
