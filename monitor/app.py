@@ -26,7 +26,7 @@ from monitor.alerts.sink import LiveState, Sink
 from monitor.alerts.sinks import make_sinks
 from monitor.alerts.snapshots import Snapshots
 from monitor.board import Board
-from monitor.config import Config, ConfigError, StreamSettings, load_config
+from monitor.config import Config, ConfigError, load_config
 from monitor.console.auth import load_key
 from monitor.console.camera_api import Fleet
 from monitor.console.revoked import Revoked
@@ -37,9 +37,10 @@ from monitor.http import HttpServer
 from monitor.load import LoopLag, Overload
 from monitor.metrics import Metrics
 from monitor.modelwatch import ModelWatch
+from monitor.running import Streams, plan_reload, stream_targets
 from monitor.shards import Shard
 from monitor.sources.pool import CapturePool, worker_count
-from monitor.stream import Shared, StreamRunner
+from monitor.stream import Shared
 from monitor.systemd import Notifier
 from monitor.urls import is_live
 from monitor.vlm import VlmClient
@@ -57,32 +58,6 @@ class DaemonError(Exception):
 
 
 # --- pure rules ------------------------------------------------------------------
-
-# Config sections a reload applies; the others need a restart.
-RELOADABLE = frozenset({"streams", "detection", "preprocess", "scene_change", "timezone"})
-
-
-@dataclass(frozen=True, slots=True)
-class ReloadPlan:
-    added: list[str]
-    removed: list[str]
-    restarted: list[str]  # their effective settings changed
-    fixed: list[str]  # changed sections that only a restart applies
-    config: Config  # what runs after the reload
-
-
-def plan_reload(old: Config, new: Config) -> ReloadPlan:
-    """What a reload from ``old`` to ``new`` does. Pure."""
-    fixed = [k for k in type(old).model_fields if k not in RELOADABLE
-             and getattr(old, k) != getattr(new, k)]
-    applied = old.model_copy(update={k: getattr(new, k) for k in RELOADABLE})
-    before, after = old.stream_settings(), applied.stream_settings()
-    return ReloadPlan(
-        added=[n for n in after if n not in before],
-        removed=[n for n in before if n not in after],
-        restarted=[n for n in before if n in after and before[n] != after[n]],
-        fixed=fixed, config=applied)
-
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
@@ -132,12 +107,6 @@ def _unusable(state_dir: Path, e: OSError | sqlite3.Error) -> DaemonError:
                        f"{getattr(e, 'strerror', None) or e}", EXIT_FAILED)
 
 
-@dataclass(frozen=True, slots=True)
-class _Parts:
-    shared: Shared
-    tasks: asyncio.TaskGroup
-
-
 class Daemon:
     def __init__(self, config: Config, metrics: Metrics | None = None,
                  notifier: Notifier | None = None, config_path: Path | None = None,
@@ -151,7 +120,6 @@ class Daemon:
         self.started = asyncio.Event()  # set once the HTTP port is bound
         self.reloaded = asyncio.Event()  # set after each reload attempt (for tests and logs)
         self._reload_requested = asyncio.Event()
-        self._streams: dict[str, StreamRunner] = {}
         self._log = logs.get("monitor.daemon")
 
     def _own(self, config: Config) -> Config:
@@ -168,9 +136,9 @@ class Daemon:
     async def run(self, shutdown: asyncio.Event) -> int:
         asyncio.get_running_loop().set_exception_handler(logs.LoopErrors())
         async with AsyncExitStack() as stack:
-            parts = await self._startup(stack)
-            await self._main_loop(parts, shutdown)
-            outcome = await self._shutdown(parts, shutdown)
+            streams = await self._startup(stack)
+            await self._main_loop(streams, shutdown)
+            outcome = await self._shutdown(streams, shutdown)
         code, message = exit_code(outcome)
         if message is not None:
             raise DaemonError(message, code)
@@ -181,7 +149,7 @@ class Daemon:
                             undelivered_alerts=outcome.undelivered, dead_letters=outcome.dead_letters)
         return code
 
-    async def _startup(self, stack: AsyncExitStack) -> _Parts:
+    async def _startup(self, stack: AsyncExitStack) -> Streams:
         config = self.config
         loop_lag = LoopLag(self.metrics)
         overload = Overload(self.metrics)
@@ -218,10 +186,10 @@ class Daemon:
         if scans is not None:
             background.append(tasks.create_task(scans.run(), name="scans"))
         stack.callback(lambda: [t.cancel() for t in background])  # runs before the group is left
-        parts = _Parts(Shared(client, watch, dispatcher, LiveState(stores.sinks), self.metrics, board,
-                              feedback, capture, overload, store), tasks)
+        streams = Streams(Shared(client, watch, dispatcher, LiveState(stores.sinks), self.metrics, board,
+                                 feedback, capture, overload, store), tasks)
         for settings in config.stream_settings().values():
-            self._start_stream(parts, settings)
+            streams.start(settings)
         if self.shard is not None:
             self.metrics.shard_info.labels(str(self.shard.index), str(self.shard.count)).set(1)
         self._log.info("vlm-monitor started", version=__version__,
@@ -230,7 +198,7 @@ class Daemon:
                        **({"shard": str(self.shard)} if self.shard else {}))
         self.started.set()
         self.notifier.notify("READY=1", f"STATUS=watching {len(config.streams)} stream(s)")
-        return parts
+        return streams
 
     async def _fleet(self, client: VlmClient, dispatcher: Dispatcher) -> dict[str, Any]:
         """The daemon's side of the console's fleet header."""
@@ -238,37 +206,36 @@ class Daemon:
                 "model_servers": [{"name": e.name, "up": e.healthy} for e in client.endpoints],
                 "alerts_pending": await dispatcher.undelivered()}
 
-    async def _main_loop(self, parts: _Parts, shutdown: asyncio.Event) -> None:
+    async def _main_loop(self, streams: Streams, shutdown: asyncio.Event) -> None:
         """Until a signal, a fatal model error, or every stream has ended; reloads on request."""
         stop_signals = [asyncio.create_task(shutdown.wait()),
-                        asyncio.create_task(parts.shared.watch.fatal_event.wait())]
+                        asyncio.create_task(streams.shared.watch.fatal_event.wait())]
         try:
-            while True:
-                active = [r.task for r in self._streams.values() if r.task and not r.task.done()]
-                if not active and self._streams:
-                    return  # every stream has ended (files); a shard with none waits for a signal
+            while not streams.ended:
                 reload = asyncio.create_task(self._reload_requested.wait())
-                await asyncio.wait([*stop_signals, reload, *active], return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait([*stop_signals, reload, *streams.active()],
+                                   return_when=asyncio.FIRST_COMPLETED)
                 reload.cancel()
                 if any(t.done() for t in stop_signals):
                     return
                 if self._reload_requested.is_set():
                     self._reload_requested.clear()
-                    await self._reload(parts)
+                    await self._reload(streams)
         finally:
             for t in stop_signals:
                 t.cancel()
 
-    async def _shutdown(self, parts: _Parts, shutdown: asyncio.Event) -> Outcome:
+    async def _shutdown(self, streams: Streams, shutdown: asyncio.Event) -> Outcome:
         self.notifier.notify("STOPPING=1")
-        watch, dispatcher = parts.shared.watch, parts.shared.dispatcher
+        shared = streams.shared
+        watch, dispatcher = shared.watch, shared.dispatcher
         grace = self.config.shutdown_grace_seconds
-        if any(r.task and not r.task.done() for r in self._streams.values()):
+        if streams.active():
             self._log.info("stopping", reason=watch.fatal or "signal")
-            await self._stop_streams(list(self._streams), grace)
-        if parts.shared.clips is not None:
+            await streams.stop(None, grace)
+        if shared.clips is not None:
             # The files ended: their clips are part of the job, as their alerts are.
-            await parts.shared.clips.close(grace if shutdown.is_set() or watch.fatal else None)
+            await shared.clips.close(grace if shutdown.is_set() or watch.fatal else None)
         if shutdown.is_set() or watch.fatal:
             delivered = await dispatcher.drain(grace)
         else:
@@ -277,12 +244,9 @@ class Daemon:
         if not delivered:
             self._log.warning("alerts still pending are kept in the outbox for the next start",
                               count=undelivered, outbox=str(dispatcher.outbox.path))
-        runners = self._streams.values()
-        return Outcome(
-            signalled=shutdown.is_set(), fatal=watch.fatal,
-            failed_streams=[r.cfg.name for r in runners if r.failed],
-            unusable={r.cfg.name: r.tally.last_error for r in runners if r.tally.model_unusable},
-            undelivered=undelivered, dead_letters=dispatcher.dead_letters)
+        return Outcome(signalled=shutdown.is_set(), fatal=watch.fatal, failed_streams=streams.failed(),
+                       unusable=streams.unusable(), undelivered=undelivered,
+                       dead_letters=dispatcher.dead_letters)
 
     async def _deliver_or_signal(self, dispatcher: Dispatcher, shutdown: asyncio.Event,
                                  grace: float) -> bool:
@@ -299,24 +263,7 @@ class Daemon:
                        grace_seconds=grace)
         return await dispatcher.drain(grace)
 
-    def _start_stream(self, parts: _Parts, settings: StreamSettings) -> None:
-        runner = StreamRunner(settings, parts.shared)
-        runner.task = parts.tasks.create_task(runner.run(), name=f"stream-{settings.stream.name}")
-        self._streams[settings.stream.name] = runner
-
-    async def _stop_streams(self, names: list[str], grace: float) -> None:
-        """Stop sampling, give in-flight analysis ``grace`` seconds, then cancel it."""
-        runners = [self._streams[n] for n in names]
-        for r in runners:
-            r.stopping.set()
-        tasks = [r.task for r in runners if r.task is not None and not r.task.done()]
-        if tasks:
-            _, late = await asyncio.wait(tasks, timeout=grace) if grace > 0 else (set(), set(tasks))
-            for t in late:
-                t.cancel()
-            await asyncio.gather(*late, return_exceptions=True)
-
-    async def _reload(self, parts: _Parts) -> None:
+    async def _reload(self, streams: Streams) -> None:
         """Apply a new config's streams; a config that does not load changes nothing."""
         try:
             if self.config_path is None:
@@ -327,22 +274,10 @@ class Daemon:
             self._log.error("reload rejected; the running config stays", error=error)
             self.reloaded.set()
             return
-        old = self.config
-        plan = plan_reload(old, new)
+        plan = plan_reload(self.config, new)
         if plan.fixed:
             self._log.warning("these config sections change only on restart", sections=plan.fixed)
-        await self._stop_streams(plan.removed + plan.restarted, old.shutdown_grace_seconds)
-        before, after = old.stream_settings(), plan.config.stream_settings()
-        for name in plan.removed + plan.restarted:
-            del self._streams[name]
-            kept = {t.name for t in after[name].stream.targets} if name in after else set()
-            self.metrics.forget_stream(name, [t.name for t in before[name].stream.targets
-                                              if t.name not in kept], whole=name in plan.removed)
-        await parts.shared.state.streams_changed(_targets(plan.config))
-        if parts.shared.board is not None:
-            parts.shared.board.set_streams(_targets(plan.config))
-        for name in plan.restarted + plan.added:
-            self._start_stream(parts, after[name])
+        await streams.apply(plan, self.config)
         self.config = plan.config
         self._log.info("config reloaded", added=plan.added, removed=plan.removed,
                        restarted=plan.restarted)
@@ -370,7 +305,7 @@ async def open_stores(config: Config, metrics: Metrics, stack: AsyncExitStack, s
                               max_age_s=snap.max_age_days * 86400,
                               max_bytes=int(snap.max_total_mb * 1e6)) if snap.enabled else None
         # Sinks that show what is current (MQTT) read the model's state and the backlog.
-        sinks = make_sinks(config.alerts, config.sink_names(), snapshots, _targets(config),
+        sinks = make_sinks(config.alerts, config.sink_names(), snapshots, stream_targets(config),
                            status=lambda: (watch.ready.is_set(), dispatcher.backlog()))
         dispatcher = Dispatcher(sinks, metrics, outbox, snapshots)
         stack.push_async_callback(dispatcher.close)
@@ -391,7 +326,7 @@ async def open_console(config: Config, metrics: Metrics, shard: Shard | None, st
         return None
     key, cc = stores.key, config.console
     board = Board(cc.recent_samples)
-    board.set_streams(_targets(config))
+    board.set_streams(stream_targets(config))
 
     def build() -> Console:  # blocking: files and SQLite
         scans = Scans(state_dir / "scans", client, config.detection, config.preprocess,
@@ -425,7 +360,3 @@ def open_capture(config: Config, metrics: Metrics) -> CapturePool | None:
     logs.get("monitor.daemon").info("capture workers started", workers=workers, cameras=live)
     return pool
 
-
-def _targets(config: Config) -> list[tuple[str, list[str]]]:
-    """Each stream's name and its targets' names, for sinks that show them (Home Assistant)."""
-    return [(s.name, [t.name for t in s.targets]) for s in config.streams]

@@ -16,9 +16,10 @@ import structlog
 import yaml
 
 from monitor.alerts.outbox import Outbox
-from monitor.app import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Daemon, DaemonError, Outcome, exit_code, plan_reload
+from monitor.app import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Daemon, DaemonError, Outcome, exit_code
 from monitor.config import Config, parse_config
 from monitor.metrics import Metrics
+from monitor.running import plan_reload
 from monitor.sources.live import LiveSource, StateChange
 from monitor.sources.worker import CaptureSpec
 from tests.clips import make_clip

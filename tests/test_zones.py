@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import yaml
 
-from monitor.app import plan_reload
 from monitor.config import ConfigError, parse_config
 from monitor.detector import Detector, Observation, Raised
 from monitor.preprocess import prepare
 from monitor.prompts import counter_examples
+from monitor.running import plan_reload
 from monitor.scene import SceneGate, thumbnail
 from monitor.schedule import ScheduleError, active, local, parse_rule, zone
 from monitor.verdict import parse_answer, parse_answers
