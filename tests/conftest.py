@@ -21,6 +21,8 @@ from tests.fakes.vllm import FakeVLM
 
 ROOT = Path(__file__).resolve().parent.parent
 
+pytest_plugins = ["tests.loopdebug"]
+
 
 @pytest.fixture(scope="session")
 def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
