@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from monitor.config import AUTO_MAX_CONCURRENCY, AUTO_START_CONCURRENCY, EndpointConfig, VlmConfig
+from monitor.config import EndpointConfig, VlmConfig
 from monitor.limits import AimdLimit
 from monitor.load import LoopLag
 from monitor.metrics import Metrics
@@ -122,8 +122,7 @@ class Endpoint:
         self.model = cfg.model
         self.base_url = cfg.base_url
         self.fallback = cfg.fallback
-        self.adaptive = AimdLimit(AUTO_START_CONCURRENCY, highest=AUTO_MAX_CONCURRENCY) \
-            if cfg.max_concurrency == "auto" else None
+        self.adaptive = AimdLimit() if cfg.max_concurrency == "auto" else None
         self.limit = self.adaptive.limit if self.adaptive else int(cfg.max_concurrency)
         self.inflight = 0
         # Set through VlmClient.mark, by the model watch; True until it learns otherwise, so
@@ -305,6 +304,9 @@ class VlmClient:
         except (AnswerError, AttributeError, KeyError, IndexError, TypeError, ValueError) as e:
             raise self._failed(endpoint, BadAnswer(f"model answer not understood: {e}")) from None
         if endpoint.adaptive is not None:
+            # The limit was the bound if it was full when this request went or when it came
+            # back: the requests sent together at the start count as a round at the limit.
+            saturated = saturated or endpoint.inflight >= endpoint.limit
             before, endpoint.limit = endpoint.limit, endpoint.adaptive.update(latency, saturated)
             self.metrics.endpoint_limit.labels(endpoint.name).set(endpoint.limit)
             if endpoint.limit > before:

@@ -5,8 +5,6 @@
 from monitor.config.base import ConfigError
 from monitor.config.loading import load_config, parse_config, parse_document
 from monitor.config.model import (
-    AUTO_MAX_CONCURRENCY,
-    AUTO_START_CONCURRENCY,
     DEFAULT_BASE_URL,
     DEFAULT_MAX_PIXELS,
     DEFAULT_MODEL,
@@ -36,7 +34,7 @@ from monitor.config.streams import (
 )
 
 __all__ = [
-    "AUTO_MAX_CONCURRENCY", "AUTO_START_CONCURRENCY",
+
     "DEFAULT_BASE_URL", "DEFAULT_MAX_PIXELS", "DEFAULT_MODEL",
     "ClipsConfig", "Config", "ConfigError", "ConsoleConfig",
     "DetectionConfig", "EndpointConfig", "EventName", "LogSinkConfig", "LoggingConfig", "MqttSinkConfig",

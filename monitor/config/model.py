@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
+from monitor import limits
 from monitor.config.base import BaseUrl, Model, Name
 
 DEFAULT_MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"
@@ -14,13 +15,6 @@ DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
 # 644x364 (a 16:9 frame) = 299 image tokens for Qwen2.5-VL, against 2,691 for 1080p.
 # Far or small targets may need more: 896x504 = 576 tokens.
 DEFAULT_MAX_PIXELS = 644 * 364
-
-
-# An endpoint with max_concurrency: auto starts here and never goes above the ceiling.
-AUTO_START_CONCURRENCY = 4
-
-
-AUTO_MAX_CONCURRENCY = 64
 
 
 class EndpointConfig(Model):
@@ -80,7 +74,7 @@ class VlmConfig(Model):
     @property
     def total_concurrency(self) -> int:
         """Requests in flight at most, all endpoints together ("auto" counted at its ceiling)."""
-        return sum(e.max_concurrency if isinstance(e.max_concurrency, int) else AUTO_MAX_CONCURRENCY
+        return sum(e.max_concurrency if isinstance(e.max_concurrency, int) else limits.HIGHEST
                    for e in self.resolved_endpoints() if not e.fallback)
 
 
