@@ -318,6 +318,7 @@ def measure(tree: Path, server: RtspServer, fake: FakeVLM, n: int, seconds: floa
             lines: list[str] | None = None) -> Row:
     """The daemon with ``n`` cameras on ``server`` (``extra``: more config; ``lines``: gets its log)."""
     names = [f"cam{i:03d}" for i in range(n)]
+    tmp.mkdir(parents=True, exist_ok=True)
     daemon = start_daemon(tree, dict.fromkeys(names, server.url()), fake.base_url,
                           tmp / f"s{n}-{workers}-{len(os.listdir(tmp))}", capture={"workers": workers},
                           **(extra or {}))
