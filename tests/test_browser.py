@@ -317,3 +317,32 @@ async def test_a_hundred_cameras_at_a_glance(tmp_path: Path, fake_vlm: FakeVLM) 
         for server in greys:
             server.kill()
         red.kill()
+
+
+async def test_a_page_renews_at_most_ten_tile_pictures_a_second(tmp_path: Path, fake_vlm: FakeVLM) -> None:
+    """Thirty busy cameras on screen, each judged every second (no scene gate): the page
+    takes each tile's new picture at most every 3 s (30 tiles, 10 a second), not every second,
+    while the verdicts still arrive with every sample."""
+    server = RtspServer(free_port()).start()
+    server.prime()
+    streams = [{"name": f"cam-{i:02d}", "url": server.url(), "targets": [RED]} for i in range(30)]
+    doc = config_doc(tmp_path, fake_vlm, streams, vlm={"base_url": fake_vlm.base_url, "max_concurrency": 32},
+                     scene_change={"enabled": False},
+                     server={"users": [{"name": "ops", "password_hash": hash_password(PASSWORD, n=2**10)}]})
+    try:
+        async with running(doc) as (_, _, http), browser(str(http.base_url)) as page:
+            await page.set_viewport_size({"width": 1600, "height": 1000})
+            await log_in(page)
+            await page.goto("/#/cameras?view=compact")
+            await expect(page.locator("#cameras .tile img")).to_have_count(30, timeout=60_000)
+            await asyncio.sleep(3)  # every tile has loaded its first picture
+            frames: list[str] = []
+            page.on("request", lambda r: frames.append(r.url) if "/frame.jpg" in r.url else None)
+            await asyncio.sleep(6)
+            # At most 10 a second (each tile once in 3 s); every second, it was 30 a second.
+            assert len(frames) <= 6 * 10 + 5, len(frames)
+            renewed = {u.split("/api/cameras/")[1].split("/")[0] for u in frames}
+            assert len(renewed) >= 20, renewed  # but they are still renewed
+    finally:
+        server.kill()
+

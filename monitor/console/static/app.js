@@ -171,6 +171,8 @@ function startFleet() {
 
 // --- Cameras ---------------------------------------------------------------------------
 
+const FRAMES_PER_SECOND = 10; // new tile pictures a page fetches, all tiles together
+
 function tile(cam) {
   const img = cam.frame !== null
     ? h("img", { src: `/api/cameras/${encodeURIComponent(cam.name)}/frame.jpg?f=${cam.frame}`,
@@ -265,8 +267,14 @@ function showCameras() {
   views.addEventListener("click", (e) => { if (e.target.dataset.view) change({ view: e.target.dataset.view }); });
   search.addEventListener("input", () => change({ q: search.value }));
   const tiles = new Map();
-  // Only tiles on screen fetch their new frames (the others load lazily when scrolled to).
+  // Only tiles on screen fetch their new frames (the others load lazily when scrolled to),
+  // and a page fetches at most FRAMES_PER_SECOND of them: with a hundred tiles on screen
+  // each picture is renewed every ~10 s instead of every second (200 requests a second
+  // from two browsers), while the verdicts and badges still change with every sample.
   const onScreen = new Set();
+  const fetchedAt = new Map();
+  const due = (name) => performance.now() - (fetchedAt.get(name) || 0)
+    >= Math.max(1000, (onScreen.size * 1000) / FRAMES_PER_SECOND);
   const observer = new IntersectionObserver((entries) => {
     for (const e of entries) {
       if (e.isIntersecting) onScreen.add(e.target.dataset.camera); else onScreen.delete(e.target.dataset.camera);
@@ -282,7 +290,8 @@ function showCameras() {
       const oldImg = old && old.querySelector("img");
       const newImg = fresh.querySelector("img");
       // Swap the picture only once the new one has loaded: no flashing tiles.
-      if (oldImg && newImg && oldImg.src !== newImg.src && onScreen.has(cam.name)) {
+      if (oldImg && newImg && oldImg.src !== newImg.src && onScreen.has(cam.name) && due(cam.name)) {
+        fetchedAt.set(cam.name, performance.now());
         newImg.replaceWith(oldImg.cloneNode());
         const loader = new Image();
         loader.onload = () => { const shown = fresh.querySelector("img"); if (shown) shown.src = loader.src; };
