@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import resource
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ import pytest
 import yaml
 
 from monitor.links import signed, valid
-from monitor.sources.clips import MOVFLAGS, Held, PacketRing, Recording, mux
+from monitor.sources.clips import MOVFLAGS, ClipOrder, Held, PacketRing, Recording, cut, mux
 from tests.conftest import Receiver, cli, free_port, json_lines
 from tests.fakes.vllm import MIN_FRACTION, FakeVLM, colour_fraction
 from tests.rtsp import RtspServer
@@ -315,3 +317,37 @@ def test_a_camera_far_over_the_bitrate_bound_keeps_it_and_its_clip_says_so(tmp_p
     # It starts late (the bound kept less than 5 s), is cut at its own bound, and says both.
     assert clip.began - now > -4.5 and "late: the camera sent more than clips hold" in clip.note, clip
     assert "cut at 0.8 MB" in clip.note and clip.bytes <= 800_000, clip
+
+
+def test_a_full_disk_is_said_and_leaves_no_part_file(tmp_path: Path, clips: dict[str, Path]) -> None:
+    """/dev/full answers every write with ENOSPC, as a full disk does."""
+    out = tmp_path / "alert.mp4"
+    (tmp_path / "alert.mp4.part").symlink_to("/dev/full")
+    done = cut(str(clips["red"]), ClipOrder("alert", 3.0, 9.0, str(out)))
+    assert not done.ok and done.note == "No space left on device", done
+    assert not out.exists() and not (tmp_path / "alert.mp4.part").exists()
+
+
+def test_a_clip_that_cannot_be_written_costs_the_clip_never_the_alert(
+        tmp_path: Path, clips: dict[str, Path], fake_vlm: FakeVLM, receiver: Receiver) -> None:
+    """The daemon may write no file over 300 kB (RLIMIT_FSIZE: each write past it fails, as on a
+    full disk): the outbox and the snapshot fit, the clip does not."""
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({
+        "vlm": {"base_url": fake_vlm.base_url},
+        "streams": [{"name": "rec", "url": str(clips["red"]), "targets": [RED]}],
+        "alerts": [{"type": "webhook", "url": receiver.url, "events": EVENTS}],
+        "server": {"listen": "127.0.0.1:0"}, "state_dir": str(tmp_path / "state")}))
+    limit = 300_000
+
+    def small_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    result = subprocess.run([sys.executable, "-m", "monitor", "run", "--config", str(path)],
+                            capture_output=True, text=True, timeout=90, preexec_fn=small_files)
+    assert result.returncode == 0, result.stderr
+    kinds = [r.json()["event"] for r in receiver.received]
+    assert kinds == ["target_detected"], kinds  # delivered, and no clip_ready for a clip not written
+    failed = [line for line in json_lines(result.stdout) if line["event"] == "no clip for this alert"]
+    assert len(failed) == 1 and failed[0]["reason"] == "File too large", failed
+    assert failed[0]["alert_id"] == receiver.received[0].json()["id"]
+    assert not list((tmp_path / "state" / "clips").iterdir())  # no part file left behind
