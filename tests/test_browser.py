@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -186,6 +187,40 @@ async def test_an_alerts_clip_plays_in_the_browser(tmp_path: Path, fake_vlm: Fak
             assert (await http.get("/metrics")).text.count('vlm_monitor_clips_total{result="written"} 1.0') == 1
     finally:
         rtsp.kill()
+
+
+async def test_an_h265_clip_is_the_recordings_own_and_the_page_says_if_it_cannot_play(
+        tmp_path: Path, fake_vlm: FakeVLM, clips: dict[str, Path]) -> None:
+    hevc = tmp_path / "hevc.mp4"
+    await asyncio.to_thread(subprocess.run, [
+        "ffmpeg", "-v", "error", "-i", str(clips["red"]), "-vf", "scale=640:360", "-c:v", "libx265",
+        "-preset", "ultrafast", "-x265-params", "log-level=error:keyint=25", str(hevc)], check=True)
+    doc = config_doc(tmp_path, fake_vlm, [{"name": "hall", "url": str(hevc), "targets": [RED], "realtime": True}],
+                     server={"users": [{"name": "ops", "password_hash": hash_password(PASSWORD, n=2**10)}]},
+                     alerts=[{"type": "log"}], clips={"before_seconds": 2, "after_seconds": 3})
+    async with running(doc) as (_, _, http), browser(str(http.base_url)) as page:
+        await log_in(page)
+        await page.goto("/#/events")
+        card = page.locator('.event[data-event="target_detected"][data-stream="hall"]')
+        await expect(card.locator('a[download]')).to_have_text("download clip", timeout=30_000)
+        # The camera's own H.265, remuxed, not re-encoded.
+        link = await card.locator("a[download]").get_attribute("href")
+        clip = tmp_path / "clip.mp4"
+        clip.write_bytes(await (await page.request.get(link or "")).body())
+        probe = await asyncio.to_thread(subprocess.run, [
+            "ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries", "stream=codec_name",
+            "-of", "csv=p=0", str(clip)], capture_output=True, text=True, check=True)
+        assert probe.stdout.strip() == "hevc", probe.stdout
+        plays = await page.evaluate(
+            "() => document.createElement('video').canPlayType('video/mp4; codecs=\"hev1.1.6.L93.B0\"')")
+        if plays:  # a browser with an H.265 decoder plays it like any clip
+            await page.wait_for_function(
+                "() => (document.querySelector('.event video') || {}).readyState >= 2", timeout=20_000)
+        else:  # most: the snapshot stays, the page says why, the download is offered
+            await expect(card.locator(".clip-state")).to_contain_text("cannot play this clip", timeout=20_000)
+            await expect(card.locator("video")).to_have_count(0)
+            await expect(card.locator("img")).to_be_visible()
+        await shot(page, tmp_path, "event-clip-h265")
 
 
 async def test_scan_page_streams_rows_and_finds_the_first_second(

@@ -359,8 +359,9 @@ function deliveryLine(d) {
 // snapshot; a clip the browser cannot play (H.265 in most) says so and offers the download.
 function eventMedia(ev) {
   const snapshot = ev.snapshot ? h("img", { src: ev.snapshot, alt: `snapshot of ${ev.stream}` }) : h("div", { class: "muted" }, "no snapshot");
+  const kept = { class: "media", "data-snapshot": ev.snapshot || "" };
   if (!ev.clip) {
-    return h("div", { class: "media" }, snapshot,
+    return h("div", kept, snapshot,
       ev.clip_state === "expired" ? h("div", { class: "muted clip-state" }, "clip expired") : null);
   }
   const note = h("div", { class: "muted clip-state" }, h("a", { href: ev.clip, download: `${ev.stream}-${ev.id}.mp4` }, "download clip"));
@@ -369,7 +370,7 @@ function eventMedia(ev) {
     video.replaceWith(snapshot);
     note.prepend("This browser cannot play this clip (H.265?) — ");
   });
-  return h("div", { class: "media" }, video, note);
+  return h("div", kept, video, note);
 }
 
 function eventCard(ev) {
@@ -463,12 +464,14 @@ async function showEvents() {
     const empty = document.getElementById("no-events");
     if (empty) empty.remove();
     list.prepend(...events.map(eventCard));
-    // A clip written since: its alert's card shows it now.
+    // A clip written since: its alert's card shows it now (unless it came with its clip).
     for (const ev of events.filter((e) => e.event === "clip_ready")) {
       const card = list.querySelector(`.event[data-id="${ev.alert_id}"]`);
       const media = card && card.querySelector(".media");
-      const poster = media && media.querySelector("img");
-      if (media) media.replaceWith(eventMedia({ ...ev, id: ev.alert_id, snapshot: poster ? poster.getAttribute("src") : null, clip: `/api/events/${ev.alert_id}/clip.mp4` }));
+      if (media && !media.querySelector("a[download]")) {
+        media.replaceWith(eventMedia({ ...ev, id: ev.alert_id, snapshot: media.dataset.snapshot || null,
+                                       clip: `/api/events/${ev.alert_id}/clip.mp4` }));
+      }
     }
     newest = events[0].seq;
     if (before === null) before = events[events.length - 1].seq;
