@@ -188,12 +188,20 @@ def cmd_probe(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     suite = load_suite(Path(args.suite))
+    clips = Path(args.clips) if args.clips else None
+    if clips is not None:
+        try:
+            clips.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            return fail(f"--clips {clips}: {e.strerror or e}")
     logs.configure("warning", config.logging.format, stream=sys.stderr)
     try:
-        results = asyncio.run(evaluate(config, suite))
+        results = asyncio.run(evaluate(config, suite, clips))
     except (EvalError, DaemonError) as e:
         return fail(str(e))
     print(report(results, suite))
+    if clips is not None:
+        print(f"clips: {sum(r.clips for r in results)} kept in {clips}")
     return 0 if all(s.holds for s in results[0].per_case) else 1
 
 
@@ -277,6 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("suite", metavar="SUITE.yaml")
     ev.add_argument("--config", required=True, metavar="FILE",
                     help="the model server, detection and preprocessing to use")
+    ev.add_argument("--clips", metavar="DIR", help="keep each alert's clip here, named by variant, "
+                    "case, second first seen and whether it was right (clips: in the config sets "
+                    "their seconds before and after)")
     ev.set_defaults(func=cmd_eval)
 
     hp = sub.add_parser("hash-password", help="read a console password on stdin, print its hash "

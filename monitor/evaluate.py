@@ -29,6 +29,8 @@ Suite format (YAML)::
 from __future__ import annotations
 
 import asyncio
+import re
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,13 +97,18 @@ class Score:
         return self.wrong == 0 and self.missed == 0
 
 
+def span_of(t: float, spans: list[tuple[float, float]]) -> int | None:
+    """The labelled span an alert first seen at ``t`` falls in, give or take a sample. Pure."""
+    return next((i for i, (a, b) in enumerate(spans) if a - TOLERANCE_S <= t <= b + TOLERANCE_S), None)
+
+
 def score(alerts: list[float], spans: list[tuple[float, float]], delay: float) -> Score:
     """Alerts (first-seen offsets) against the labelled spans; ``delay``: from first seen to the
     alert (the rest of the streak). Pure."""
     s = Score()
     hit: set[int] = set()
     for t in sorted(alerts):
-        span = next((i for i, (a, b) in enumerate(spans) if a - TOLERANCE_S <= t <= b + TOLERANCE_S), None)
+        span = span_of(t, spans)
         if span is None:
             s.wrong += 1
         elif span in hit:
@@ -123,6 +130,7 @@ class Result:
     tokens: float
     seconds: float  # of video replayed
     verify_seconds: float  # model time the second looks added
+    clips: int = 0  # alerts' clips kept
 
 
 def load_suite(path: Path) -> Suite:
@@ -147,8 +155,17 @@ def load_suite(path: Path) -> Suite:
     return suite
 
 
-def variant_config(base: Config, suite: Suite, variant: Variant, state: Path) -> Config:
-    """The config that replays every case under this variant: one file stream per case."""
+def clip_name(variant: str, case: int, video: str, first_seen: float, right: bool) -> str:
+    """``second-look-case0-yard-night-5s-wrong.mp4``: a kept clip's file name. Pure."""
+    def part(text: str) -> str:
+        return re.sub(r"[^A-Za-z0-9_]+", "-", text).strip("-")[:60] or "x"
+    return (f"{part(variant)}-case{case}-{part(Path(video).stem)}-{first_seen:g}s-"
+            f"{'right' if right else 'wrong'}.mp4")
+
+
+def variant_config(base: Config, suite: Suite, variant: Variant, state: Path, clips: bool = False) -> Config:
+    """The config that replays every case under this variant: one file stream per case (its
+    alerts' clips cut only when they are to be kept)."""
     streams = []
     for i, case in enumerate(suite.cases):
         target = case.target
@@ -168,12 +185,14 @@ def variant_config(base: Config, suite: Suite, variant: Variant, state: Path) ->
         **{k: getattr(base, k) for k in ("vlm", "detection", "preprocess", "scene_change", "timezone")},
         "streams": streams, "alerts": [], "server": {"listen": "127.0.0.1:0"},
         "console": {"enabled": False}, "snapshots": {"enabled": False}, "state_dir": state,
+        "clips": base.clips if clips else {"enabled": False},
         "shutdown_grace_seconds": base.shutdown_grace_seconds})
 
 
-async def run_variant(base: Config, suite: Suite, variant: Variant) -> Result:
+async def run_variant(base: Config, suite: Suite, variant: Variant, clips: Path | None = None) -> Result:
+    """Replay the suite under ``variant``; with ``clips``, keep each alert's clip there."""
     with tempfile.TemporaryDirectory(prefix="vlm-monitor-eval-") as tmp:
-        config = variant_config(base, suite, variant, Path(tmp))
+        config = variant_config(base, suite, variant, Path(tmp), clips is not None)
         metrics = Metrics()
         code = await Daemon(config, metrics).run(asyncio.Event())  # returns once the files are done
         if code != 0:
@@ -183,6 +202,11 @@ async def run_variant(base: Config, suite: Suite, variant: Variant) -> Result:
             events = outbox.every_event("target_detected")  # a long suite has more than a page
         finally:
             outbox.close()
+        try:
+            kept = await asyncio.to_thread(_keep_clips, Path(tmp) / "clips", clips, suite, variant,
+                                           events) if clips is not None else 0
+        except OSError as err:
+            raise EvalError(f"cannot keep the clips in {clips}: {err.strerror or err}") from None
     by_case: dict[str, list[float]] = {}
     for e in events:
         by_case.setdefault(e.alert.stream, []).append(float(e.alert.fields["first_seen_offset_seconds"]))
@@ -203,7 +227,22 @@ async def run_variant(base: Config, suite: Suite, variant: Variant) -> Result:
                                                    for r in ("confirmed", "refused", "error"))
     tokens = value("vlm_tokens_total", kind="prompt") + value("vlm_tokens_total", kind="completion")
     return Result(variant.name, total, per_case, calls, tokens, streams("sampling_intervals_total"),
-                  value("verification_duration_seconds_sum"))
+                  value("verification_duration_seconds_sum"), kept)
+
+
+def _keep_clips(written: Path, into: Path, suite: Suite, variant: Variant, events: list[Any]) -> int:
+    """Blocking: copy the alerts' clips out of the variant's state directory; how many."""
+    kept = 0
+    for e in events:
+        source = written / f"{e.alert.id}.mp4"
+        if not source.is_file():
+            continue  # no clip could be cut (said in the log)
+        i = int(e.alert.stream.removeprefix("case"))
+        case, t = suite.cases[i], float(e.alert.fields["first_seen_offset_seconds"])
+        right = span_of(t, case.present) is not None
+        shutil.copyfile(source, into / clip_name(variant.name, i, case.video, t, right))
+        kept += 1
+    return kept
 
 
 def report(results: list[Result], suite: Suite) -> str:
@@ -222,6 +261,6 @@ def report(results: list[Result], suite: Suite) -> str:
     return "\n".join(lines)
 
 
-async def evaluate(base: Config, suite: Suite) -> list[Result]:
+async def evaluate(base: Config, suite: Suite, clips: Path | None = None) -> list[Result]:
     logs.get("monitor.eval").info("evaluating", cases=len(suite.cases), variants=len(suite.variants))
-    return [await run_variant(base, suite, v) for v in suite.variants]
+    return [await run_variant(base, suite, v, clips) for v in suite.variants]

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from monitor.evaluate import score
+from monitor.evaluate import clip_name, score
 from tests.conftest import cli
 from tests.fakes.vllm import FakeVLM
 
@@ -62,9 +62,14 @@ def test_a_suite_that_does_not_hold_exits_1_and_says_where(
         tmp_path: Path, fake_vlm: FakeVLM, clips: dict[str, Path]) -> None:
     suite, config = write(tmp_path, fake_vlm, {"red": clips["red"]},
                           [{"video": "clips/red.mp4", "target": RED, "present": [[14, 18]]}])
-    result = cli("eval", str(suite), "--config", str(config), timeout=120)
+    result = cli("eval", str(suite), "--config", str(config), "--clips", str(tmp_path / "kept"), timeout=120)
     assert result.returncode == 1, result.stderr
     assert "red.mp4 (a person wearing a red shirt): 1 wrong, 1 missed" in result.stdout
+    # The wrong alert's clip is kept to look at, named for what it was.
+    kept = sorted(p.name for p in (tmp_path / "kept").iterdir())
+    assert kept == ["as-configured-case0-red-5s-wrong.mp4"], kept
+    assert (tmp_path / "kept" / kept[0]).stat().st_size > 10_000
+    assert "clips: 1 kept in" in result.stdout
 
 
 @pytest.mark.parametrize(("case", "message"), [
@@ -77,3 +82,8 @@ def test_a_bad_suite_is_exit_2_in_one_line(tmp_path: Path, fake_vlm: FakeVLM, cl
     suite, config = write(tmp_path, fake_vlm, {"red": clips["red"]}, [case])
     result = cli("eval", str(suite), "--config", str(config))
     assert result.returncode == 2 and message in result.stderr and result.stderr.count("\n") == 1, result.stderr
+
+
+def test_a_kept_clips_name_is_safe_and_says_what_it_was() -> None:
+    assert clip_name("second look", 3, "clips/yard night.mp4", 5.0, True) == "second-look-case3-yard-night-5s-right.mp4"
+    assert clip_name("../../etc", 0, "/x/../passwd.mp4", 12.5, False) == "etc-case0-passwd-12.5s-wrong.mp4"
