@@ -6,7 +6,9 @@ which is what a liveness check should see.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 from aiohttp import web
@@ -33,6 +35,7 @@ class HttpServer:
         self.readiness = readiness
         self.console = console
         self._runner: web.AppRunner | None = None
+        self._exposition = ThreadPoolExecutor(1, thread_name_prefix="metrics")
 
     async def start(self) -> None:
         app = web.Application()
@@ -51,9 +54,13 @@ class HttpServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        self._exposition.shutdown(wait=False)
 
     async def _metrics(self, request: web.Request) -> web.Response:
-        body = generate_latest(self.metrics.registry)
+        # Rendering is ~15 ms at 200 cameras, ~3,000 series: off the loop, in a thread of its
+        # own (not the default pool, where it would queue behind the frames being prepared).
+        body = await asyncio.get_running_loop().run_in_executor(
+            self._exposition, generate_latest, self.metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _healthz(self, request: web.Request) -> web.Response:
