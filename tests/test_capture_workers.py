@@ -232,6 +232,9 @@ def test_a_worker_captures_and_a_dead_worker_is_restarted(rtsp: RtspServer) -> N
         assert reader.received > 0 and reader.connected_at is not None
         worker = pool.workers[0]
         assert worker.proc is not None
+        # Every thread of the worker, the camera's included, yields to the daemon's loop on wakeup.
+        threads = [int(t) for t in os.listdir(f"/proc/{worker.proc.pid}/task")]
+        assert len(threads) >= 2 and {os.sched_getscheduler(t) for t in threads} == {os.SCHED_BATCH}
         os.kill(worker.proc.pid, signal.SIGKILL)  # a decoder crash, as the kernel sees it
         down, why = reports.wait("down", up + 1)
         assert why == "capture worker died (killed by SIGKILL)"

@@ -151,8 +151,10 @@ def main() -> None:
     # SCHED_BATCH: the same share of the CPU as any thread, but a capture thread that wakes
     # does not preempt the one running, so when the cores are short the daemon's event loop
     # (/healthz, /metrics, the model's answers) gets its turn sooner. Anyone may ask for it.
+    # Threads started at import (OpenBLAS's) are set too; the capture threads inherit it.
     with contextlib.suppress(AttributeError, OSError):
-        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+        for thread in os.listdir("/proc/self/task"):
+            os.sched_setscheduler(int(thread), os.SCHED_BATCH, os.sched_param(0))
     sock = socket.socket(fileno=int(sys.argv[1]))
     serve(Connection(sock.detach()))
 
