@@ -37,7 +37,7 @@ from typing import Any
 
 import av
 
-from monitor import malloc
+from monitor import malloc, sched
 from monitor.patches import target_size
 from monitor.sources.base import Image, Yuv
 from monitor.sources.capture import DecodeMode, LiveReader
@@ -148,13 +148,7 @@ def main() -> None:
     # threshold: with 20 cameras of 720p at 2 Mbit/s it cost 0.57 CPU-s per camera-minute
     # against 0.47 (each keyframe's buffers mapped and unmapped), for ~1 MB a camera.
     malloc.tune(mmap_threshold=None)
-    # SCHED_BATCH: the same share of the CPU as any thread, but a capture thread that wakes
-    # does not preempt the one running, so when the cores are short the daemon's event loop
-    # (/healthz, /metrics, the model's answers) gets its turn sooner. Anyone may ask for it.
-    # Threads started at import (OpenBLAS's) are set too; the capture threads inherit it.
-    with contextlib.suppress(AttributeError, OSError):
-        for thread in os.listdir("/proc/self/task"):
-            os.sched_setscheduler(int(thread), os.SCHED_BATCH, os.sched_param(0))
+    sched.batch_process()  # the capture threads inherit it: the daemon's loop goes first on wakeup
     sock = socket.socket(fileno=int(sys.argv[1]))
     serve(Connection(sock.detach()))
 
