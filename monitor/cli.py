@@ -15,14 +15,13 @@ import socket
 import sys
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
 import numpy as np
 from pydantic import SecretStr
 
-from monitor import __version__, logs, malloc, sched
+from monitor import __version__, logs, malloc
 from monitor.app import EXIT_FAILED, EXIT_USAGE, Daemon, DaemonError
 from monitor.config import (
     DEFAULT_BASE_URL,
@@ -57,10 +56,6 @@ def fail(message: str, code: int = EXIT_USAGE) -> int:
 async def _run_daemon(config: Config, path: str, shard: Shard | None) -> int:
     shutdown = asyncio.Event()
     loop = asyncio.get_running_loop()
-    # The pool that prepares frames, commits alerts and reads files: its threads yield to
-    # the loop on wakeup (monitor.sched). As many as asyncio's own default.
-    loop.set_default_executor(ThreadPoolExecutor(min(32, (os.cpu_count() or 1) + 4),
-                                                 thread_name_prefix="work", initializer=sched.batch))
     main_task = asyncio.current_task()
     daemon = Daemon(config, config_path=Path(path), shard=shard)
 

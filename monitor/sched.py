@@ -1,11 +1,11 @@
-"""Threads that do bulk work yield to the event loop when the cores are short.
+"""Capture threads yield to the daemon's event loop when the cores are short.
 
 SCHED_BATCH keeps a thread's share of the CPU (same weight as any other) but a
 batch thread that wakes does not preempt the thread running, and a normal
-thread that wakes may preempt it: when two cores carry a hundred cameras'
-capture and every sample's CLAHE and JPEG, the event loop (/healthz,
-/metrics, the model's answers, the next sample) still gets its turn soon.
+thread that wakes may preempt it: when two cores carry two hundred cameras,
+the event loop (/healthz, /metrics, the model's answers) gets its turn sooner.
 Any process may ask it for its own threads. Linux only; elsewhere a no-op.
+(The daemon's own pool, batch too, measured no better: not done.)
 """
 
 from __future__ import annotations
