@@ -2,12 +2,12 @@
 
 ``publish`` hands the alert to the ``Intake``, which saves its snapshot and
 commits it to the outbox (or holds it while the disk fails), before any sink
-hears of it. Each sink has its own worker, which delivers
-that sink's pending alerts oldest first, one at a time (so each stream's
-alerts arrive in the order raised), retrying with exponential backoff and
-jitter until the sink has it or the alert is older than the sink's maximum
-age. A slow or dead receiver delays no other sink and never the detection;
-a restart resumes where it stopped.
+hears of it. Each sink has its own worker, which delivers that sink's pending
+alerts oldest first, one at a time (so each stream's alerts arrive in the
+order raised), retrying with exponential backoff and jitter until the sink
+has it or the alert is older than the sink's maximum age. A slow or dead
+receiver delays no other sink and never the detection; a restart resumes
+where it stopped.
 """
 
 from __future__ import annotations
@@ -110,8 +110,6 @@ class Dispatcher:
             self._wake[name].set()
             self._pending[name] += 1
             self.metrics.alerts_pending.labels(name).inc()
-
-    # --- delivering ---
 
     def _gauges(self, sink: str) -> None:
         count, oldest = self.outbox.pending(sink)
