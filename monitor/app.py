@@ -163,7 +163,8 @@ class Daemon:
                                      partial(self._fleet, client, dispatcher))
         board, scans, feedback = (console.board, console.scans, console.feedback) if console else (None,) * 3
         self.http = HttpServer(config.server.host, config.server.port, self.metrics,
-                               readiness=lambda: watch.reason or dispatcher.problem, console=console)
+                               readiness=lambda: watch.reason or dispatcher.problem, console=console,
+                               trusted_proxies=config.server.trusted_proxies)
         try:
             await self.http.start()
         except OSError as e:

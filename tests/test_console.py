@@ -13,6 +13,7 @@ import cv2
 import httpx
 import numpy as np
 import pytest
+import structlog
 import yaml
 
 from monitor.app import Daemon
@@ -504,6 +505,44 @@ async def test_a_slow_body_is_cut_off_and_one_client_holds_few_requests(
         refused = [r for r in await asyncio.gather(*slow) if r[0].startswith("HTTP/1.1 429")]
         assert len(refused) == 4 and all(took < 1.5 for _, took in refused), refused
         assert (await http.get("/healthz")).status_code == 200
+
+
+async def test_one_address_holds_few_connections_and_others_are_served(
+        tmp_path: Path, clips: dict[str, Path], fake_vlm: FakeVLM, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sockets that send nothing, from one address (127.0.0.2): past the cap each is closed
+    as it is accepted; another address (127.0.0.1) is served throughout; the refusals are
+    one log line, not one each; once they close, the address is served again."""
+    from monitor import http as http_module
+
+    monkeypatch.setattr(http_module, "PER_ADDRESS", 10)
+    doc = config_doc(tmp_path, fake_vlm, [{"name": "a", "url": str(clips["red"]), "targets": [RED],
+                                           "realtime": True}])
+    with structlog.testing.capture_logs() as logged:
+        async with running(doc) as (daemon, _, http):
+            assert daemon.http is not None
+            port = daemon.http.port
+
+            async def idle() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+                return await asyncio.open_connection("127.0.0.1", port, local_addr=("127.0.0.2", 0))
+            async def ended(reader: asyncio.StreamReader) -> bool:
+                try:
+                    return await asyncio.wait_for(reader.read(), 1.0) == b""  # closed by the server
+                except TimeoutError:
+                    return False  # still open, waiting for a request
+
+            held = [await idle() for _ in range(25)]
+            closed = sum(await asyncio.gather(*(ended(reader) for reader, _ in held)))
+            assert closed == 15, closed
+            assert (await http.get("/healthz")).status_code == 200  # from 127.0.0.1
+            for _, writer in held:
+                writer.close()
+            await asyncio.sleep(0.2)
+            reader, writer = await idle()
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            assert (await reader.read()).startswith(b"HTTP/1.1 200")
+            writer.close()
+    refused = [e for e in logged if e["event"] == "connection refused: too many at once from one address"]
+    assert len(refused) == 1 and refused[0]["address"] == "127.0.0.2", refused
 
 
 async def test_uploads_at_once_never_pass_the_queue_bound_nor_the_pixel_limit(

@@ -16,9 +16,10 @@ import os
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from ipaddress import IPv4Network, IPv6Network, ip_address
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 
+from monitor.http import within
 from monitor.passwords import b64, unb64
 
 SESSION_SECONDS = 12 * 3600
@@ -95,21 +96,13 @@ def client_address(remote: str | None, forwarded_for: str | None,
     """Who sent a request: the peer, or, when the peer is a trusted proxy, the nearest address
     in X-Forwarded-For that is not one (the hops before it are the client's to make up)."""
     address = remote or "?"
-    if not forwarded_for or not _within(address, trusted):
+    if not forwarded_for or not within(address, trusted):
         return address
     for hop in reversed(forwarded_for.split(",")):
         address = hop.strip()[:64] or "?"
-        if not _within(address, trusted):
+        if not within(address, trusted):
             break
     return address
-
-
-def _within(address: str, networks: Sequence[IPv4Network | IPv6Network]) -> bool:
-    try:
-        ip = ip_address(address)
-    except ValueError:
-        return False
-    return any(ip in n for n in networks)
 
 
 @dataclass
