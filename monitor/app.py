@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from functools import partial
@@ -162,15 +163,7 @@ class Daemon:
         console = await open_console(config, self.metrics, self.shard, stack, state_dir, stores, client,
                                      partial(self._fleet, client, dispatcher))
         board, scans, feedback = (console.board, console.scans, console.feedback) if console else (None,) * 3
-        self.http = HttpServer(config.server.host, config.server.port, self.metrics,
-                               readiness=lambda: watch.reason or dispatcher.problem, console=console,
-                               trusted_proxies=config.server.trusted_proxies)
-        try:
-            await self.http.start()
-        except OSError as e:
-            raise DaemonError(f"cannot listen on {config.server.listen}: "
-                              f"{e.strerror or type(e).__name__}") from None
-        stack.push_async_callback(self.http.stop)
+        self.http = await self._listen(stack, console, lambda: watch.reason or dispatcher.problem)
         # The links in clip_ready events name the console as people reach it.
         store = ClipStore(clips, config.clips, dispatcher, self.metrics, key,
                           config.server.public_url or f"http://{config.server.listen.rpartition(':')[0]}:"
@@ -200,6 +193,19 @@ class Daemon:
         self.started.set()
         self.notifier.notify("READY=1", f"STATUS=watching {len(config.streams)} stream(s)")
         return streams
+
+    async def _listen(self, stack: AsyncExitStack, console: Console | None,
+                      readiness: Callable[[], str | None]) -> HttpServer:
+        """/metrics, /healthz, /readyz and the console, on ``server.listen``."""
+        server = self.config.server
+        http = HttpServer(server.host, server.port, self.metrics, readiness=readiness, console=console,
+                          trusted_proxies=server.trusted_proxies)
+        try:
+            await http.start()
+        except OSError as e:
+            raise DaemonError(f"cannot listen on {server.listen}: {e.strerror or type(e).__name__}") from None
+        stack.push_async_callback(http.stop)
+        return http
 
     async def _fleet(self, client: VlmClient, dispatcher: Dispatcher) -> dict[str, Any]:
         """The daemon's side of the console's fleet header."""
