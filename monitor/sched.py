@@ -14,14 +14,9 @@ import contextlib
 import os
 
 
-def batch(thread: int = 0) -> None:
-    """The thread (0: the calling one) runs SCHED_BATCH; threads it starts inherit it."""
-    with contextlib.suppress(AttributeError, OSError):
-        os.sched_setscheduler(thread, os.SCHED_BATCH, os.sched_param(0))
-
-
 def batch_process() -> None:
-    """Every thread of this process so far (those a library started at import too)."""
-    with contextlib.suppress(OSError):
+    """Every thread of this process so far (those a library started at import too) runs
+    SCHED_BATCH; the threads they start inherit it."""
+    with contextlib.suppress(AttributeError, OSError):
         for thread in os.listdir("/proc/self/task"):
-            batch(int(thread))
+            os.sched_setscheduler(int(thread), os.SCHED_BATCH, os.sched_param(0))
