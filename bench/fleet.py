@@ -15,7 +15,10 @@ printed (the daemon's own byte counter).
 Per profile, in the same run: the floor, N plain FFmpeg clients (keyframes
 only, one thread, scaled to the model's 644x364, thrown away), then the daemon
 with N cameras (the stand-in model in this process, 80 ms an answer); CPU and
-PSS of the daemon with every process it started. Then the overload case: more
+PSS of the daemon with every process it started, split into the capture
+workers (against the floor) and the daemon's own process (per judged sample),
+and what 1.25x the floor leaves a sample after capture, beside CLAHE and the
+model's JPEG alone, measured here first. Then the overload case: more
 720p cameras than two cores take whole, with per-camera fairness, loop lag,
 model-side drops and how fast /healthz and /metrics answer.
 """
@@ -41,6 +44,7 @@ from typing import TypeVar
 import httpx
 import yaml
 
+from bench.preprocess import clahe_and_jpeg_ms
 from monitor.metrics import DROP_REASONS
 from tests.conftest import ROOT, free_port
 from tests.fakes.vllm import FakeVLM
@@ -177,7 +181,7 @@ def start_daemon(tree: Path, urls: dict[str, str], model_url: str, state: Path,
     env = {**os.environ, "PYTHONPATH": str(tree)}
     proc = subprocess.Popen([sys.executable, "-m", "monitor", "run", "--config", str(path)],
                             cwd=tree, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+                            text=True, start_new_session=True)  # as systemd starts a service
     daemon = Daemon(proc, port, [])
 
     def collect() -> None:
@@ -505,6 +509,11 @@ def before_tree(ref: str, tmp: Path) -> Path:
     return path
 
 
+def per_sample_ms(cpu_per_cam_min: float, judged_ratio: float) -> float:
+    """CPU-s per camera-minute as milliseconds per judged sample (one due a second)."""
+    return cpu_per_cam_min / 60 / max(judged_ratio, 1e-9) * 1000
+
+
 def fmt(v: float | None, spec: str) -> str:
     return "never" if v is None else format(v, spec)
 
@@ -531,6 +540,7 @@ def main() -> None:
     trees = {"after": ROOT}
     if args.before:
         trees = {"before": before_tree(args.before, tmp), **trees}
+    least_ms = clahe_and_jpeg_ms()  # before anything else runs
     fake = FakeVLM().start()
     fake.latency = 0.08
     n = args.cameras
@@ -561,11 +571,15 @@ def main() -> None:
                                        [int(c) for c in args.capacity.split(",")])
                 for label, r in runs.items():
                     cap = held if held is not None and label == "after" else "-"
+                    capture = r.cpu_per_cam_min - r.main_per_cam_min  # the capture workers
                     table.append(
                         f"| {profile.label} | {label} | {r.kbps[0]:.0f} / {r.kbps[1]:.0f} / {r.kbps[2]:.0f} "
                         f"| {base.cpu_per_cam_min:.3f} | {r.cpu_per_cam_min:.3f} "
                         f"({r.main_per_cam_min:.2f} in the daemon's process) "
                         f"| **{r.cpu_per_cam_min / base.cpu_per_cam_min:.2f}x** "
+                        f"| {capture / base.cpu_per_cam_min:.2f}x "
+                        f"| {per_sample_ms(r.main_per_cam_min, r.judged_ratio):.2f} "
+                        f"| {per_sample_ms(1.25 * base.cpu_per_cam_min - capture, r.judged_ratio):.2f} "
                         f"| {r.user_per_cam_min:.2f} / {r.sys_per_cam_min:.2f} "
                         f"(floor {base.user_per_cam_min:.2f} / {base.sys_per_cam_min:.2f}) "
                         f"| {r.switches_per_s:,.0f} | {r.rss_per_cam:.1f} MB "
@@ -609,10 +623,13 @@ def main() -> None:
     print(f"{n} cameras per profile, one shared live-encoded H.264 stream, 25 fps, a keyframe every "
           f"second; stand-in model at 80 ms; {args.seconds:g} s measured after all up and "
           f"{args.warmup:g} s; CPU and PSS of the daemon with its capture workers")
+    print(f"CLAHE and the model's JPEG alone, one thread, here: {least_ms:.2f} ms a sample "
+          "(the least a sample costs after capture)")
     print("| profile | daemon | received kbit/s per camera (min / median / max) | floor: FFmpeg "
-          "CPU-s per camera-min | daemon CPU-s per camera-min | ratio | user / sys | switches/s "
-          "| PSS per camera | judged | cameras held at ≥ 97% |")
-    print("|" + "---|" * 11)
+          "CPU-s per camera-min | daemon CPU-s per camera-min | ratio | capture workers / floor "
+          "| daemon's process, ms a sample | left at 1.25x for a sample's work, ms "
+          "| user / sys | switches/s | PSS per camera | judged | cameras held at ≥ 97% |")
+    print("|" + "---|" * 14)
     for line in table:
         print(line)
     if overloads:

@@ -14,7 +14,7 @@ import base64
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sized
 from pathlib import Path
 
 import cv2
@@ -52,7 +52,7 @@ def live_way(frame: Image) -> str:
     return base64.b64encode(prepared.jpeg).decode("ascii")
 
 
-def cpu_ms(fn: Callable[[], str], n: int) -> tuple[float, int]:
+def cpu_ms(fn: Callable[[], Sized], n: int) -> tuple[float, int]:
     """Median CPU milliseconds (all threads of this process) of n calls, and the output size."""
     fn()  # warm up
     times = []
@@ -69,6 +69,28 @@ def qwen_tokens(width: int, height: int) -> int:
     return image_tokens(*target_size(width, height, 12_845_056))
 
 
+def camera_frame() -> np.ndarray:
+    """A 1080p scene with a figure in it and a camera's sensor noise."""
+    frame = scene(1920, 1080)
+    draw_figure(frame, 1100)
+    rng = np.random.default_rng(1)
+    return np.clip(frame.astype(np.int16) + rng.integers(-6, 7, frame.shape), 0, 255).astype(np.uint8)
+
+
+def as_live(frame: np.ndarray) -> Yuv:
+    """The frame as a capture worker hands it: at the model's size, in the decoder's YUV 4:2:0."""
+    small = resize(frame, *target_size(frame.shape[1], frame.shape[0], DEFAULT_MAX_PIXELS))
+    return Yuv(np.asarray(cv2.cvtColor(small, cv2.COLOR_BGR2YUV_I420), np.uint8))
+
+
+def clahe_and_jpeg_ms(frames: int = 300) -> float:
+    """CPU ms of the least a live sample needs after capture: CLAHE and the model's JPEG
+    (nothing else: no thumbnails, no request), on one OpenCV thread, as the daemon runs."""
+    cv2.setNumThreads(1)
+    yuv = as_live(camera_frame())
+    return cpu_ms(lambda: prepare(yuv, max_pixels=DEFAULT_MAX_PIXELS).jpeg, frames)[0]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--frames", type=int, default=60)
@@ -76,10 +98,7 @@ def main() -> None:
     # As the daemon runs (monitor.cli): OpenCV's own threads cost CPU and buy nothing
     # when streams already run in parallel. The seed is measured the same way.
     cv2.setNumThreads(1)
-    frame = scene(1920, 1080)
-    draw_figure(frame, 1100)
-    rng = np.random.default_rng(1)
-    frame = np.clip(frame.astype(np.int16) + rng.integers(-6, 7, frame.shape), 0, 255).astype(np.uint8)
+    frame = camera_frame()
 
     with tempfile.TemporaryDirectory() as tmp:
         seed_ms, seed_bytes = cpu_ms(lambda: seed_way(frame, Path(tmp)), args.frames)
@@ -97,7 +116,7 @@ def main() -> None:
     # A live camera's frame as a capture worker hands it: already at the model's size,
     # in BGR (as before) or in the decoder's YUV 4:2:0 (as now); the console's thumbnail too.
     small = resize(frame, w, h)
-    yuv = Yuv(np.asarray(cv2.cvtColor(small, cv2.COLOR_BGR2YUV_I420), np.uint8))
+    yuv = as_live(frame)
     bgr_ms, _ = cpu_ms(lambda: live_way(small), args.frames * 5)
     yuv_ms, _ = cpu_ms(lambda: live_way(yuv), args.frames * 5)
     print(f"a live camera's sample at {w}x{h} (scene thumbnail, CLAHE, JPEG, console thumbnail): "

@@ -28,8 +28,12 @@ class RtspServer:
         return f"rtsp://{creds + '@' if creds else ''}127.0.0.1:{self.port}{path}"
 
     def start(self) -> RtspServer:
+        # A session of its own: a camera is not on the daemon's box, so where the kernel
+        # shares the CPU by session (autogroup) it is not one with the test's or bench's.
+        # It ends when its stdin closes, so it does not outlive the test.
         self.proc = subprocess.Popen([SYSTEM_PYTHON, str(SERVER), *self.args], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     start_new_session=True)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline().strip()
         if line != "ready":
