@@ -86,6 +86,16 @@ def test_resize_halves_then_interpolates_to_the_exact_size() -> None:
     assert 100 < out.mean() < 155 and out.std() < 30
 
 
+def test_resize_of_odd_sides_halves_exactly_and_keeps_the_picture() -> None:
+    from monitor.preprocess import resize
+
+    plane = np.zeros((91, 161), np.uint8)
+    plane[:, 80:] = 200  # left dark, right bright: a halving that misplaced columns would smear it
+    out = resize(plane, 40, 22)
+    assert out.shape == (22, 40)
+    assert out[:, :18].max() == 0 and out[:, 22:].min() == 200
+
+
 def _scene() -> np.ndarray:
     """Coloured blocks on a dim background: colour and local contrast to check."""
     frame = np.full((364, 644, 3), 40, np.uint8)
