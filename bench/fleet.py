@@ -295,22 +295,26 @@ class Row:
     capture_lag_p95: float
     healthz_max_s: float
     metrics_max_s: float
+    console_max_s: float  # the console's Cameras page's data (/api/cameras)
     behind_max: float  # the cameras_behind gauge, at its highest in the window
     overload_lines: int  # "overloaded" / "keeping up again" log lines in the run
 
 
 def poll(daemon: Daemon, stop: threading.Event, out: dict[str, float]) -> None:
-    """Once a second: how long /healthz and /metrics take, and the cameras-behind gauge."""
+    """Once a second: how long /healthz, /metrics and the console's camera list take, and the
+    cameras-behind gauge."""
     base = f"http://127.0.0.1:{daemon.port}"
     while not stop.wait(1.0):
-        for path in ("/healthz", "/metrics"):
+        for path in ("/healthz", "/metrics", "/api/cameras"):
             t = time.monotonic()
             try:
                 r = httpx.get(base + path, timeout=10)
             except httpx.HTTPError:
                 out[path] = float("inf")
                 continue
-            out[path] = max(out.get(path, 0.0), time.monotonic() - t)
+            # A refusal is not an answer: counted as never answered.
+            took = time.monotonic() - t if r.status_code == 200 else float("inf")
+            out[path] = max(out.get(path, 0.0), took)
             if path == "/metrics":
                 for line in r.text.splitlines():
                     if line.startswith("vlm_monitor_cameras_behind "):
@@ -375,7 +379,8 @@ def measure(tree: Path, server: RtspServer, fake: FakeVLM, n: int, seconds: floa
                {r: round(dropped(r) / span, 2) for r in DROP_REASONS if dropped(r)},
                late, quantile(m0, m1, "event_loop_lag_seconds", 0.99),
                quantile(m0, m1, "capture_lag_seconds", 0.95), polled.get("/healthz", float("nan")),
-               polled.get("/metrics", float("nan")), polled.get("behind", 0.0), overload_lines)
+               polled.get("/metrics", float("nan")), polled.get("/api/cameras", float("nan")),
+               polled.get("behind", 0.0), overload_lines)
 
 
 @dataclass
@@ -638,8 +643,8 @@ def main() -> None:
               f"({args.seconds * 2:g} s window)")
         print("| daemon | judged/s (of due) | least-served camera (judged / mean) | model-side drops/s "
               "| late requests | stale/s | loop lag p99 | capture lag p95 | /healthz max | /metrics max "
-              "| cameras behind (max) | overload log lines |")
-        print("|" + "---|" * 12)
+              "| console's camera list max | cameras behind (max) | overload log lines |")
+        print("|" + "---|" * 13)
     for label, over in overloads.items():
         due = over.samples_per_s / over.judged_ratio if over.judged_ratio else float("nan")
         print(f"| {label} | {over.judged_mean * over.cameras / (args.seconds * 2):.1f} ({due:.0f}) "
@@ -647,7 +652,8 @@ def main() -> None:
               f"({over.judged_min / over.judged_mean if over.judged_mean else 0:.2f}) "
               f"| {over.model_drops_per_s:.2f} | {over.late_requests:.0f} | {over.stale_per_s:.1f} "
               f"| {over.loop_lag_p99:g} s | {over.capture_lag_p95:g} s | {over.healthz_max_s:.3f} s "
-              f"| {over.metrics_max_s:.3f} s | {over.behind_max:.0f} | {over.overload_lines} |")
+              f"| {over.metrics_max_s:.3f} s | {over.console_max_s:.3f} s | {over.behind_max:.0f} "
+              f"| {over.overload_lines} |")
         print(f"{label}: intervals not judged, per second, by reason: {over.drops_per_s}; "
               f"CPU-s per camera-minute {over.cpu_per_cam_min:.2f} "
               f"({over.main_per_cam_min:.2f} in the daemon's process)")
