@@ -158,3 +158,13 @@ def test_frames_over_the_pixel_limit_are_refused_before_decoding(
     reader = FileReader(clip, 1.0)
     with pytest.raises(SourceError, match=r"c\.mp4: its frames are 320x240"):
         reader.open()
+
+
+def test_cameras_started_apart_sample_in_step() -> None:
+    from monitor.sources.live import first_tick
+
+    # Two cameras started 0.37 s apart, one a second: their samples fall in the same instant.
+    a, b = first_tick(1000.21, 1.0), first_tick(1000.58, 1.0)
+    assert a == b == 1001.0
+    assert first_tick(1000.0, 1.0) == 1000.0  # on the grid already: no wait
+    assert first_tick(7.3, 2.0) == 8.0 and first_tick(8.1, 2.0) == 10.0  # never before it starts

@@ -8,6 +8,7 @@ The capture itself (PyAV, in its own thread) is in ``monitor.sources.capture``;
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -120,7 +121,7 @@ class LiveSource:
         fresh, else why there is none (``Dropped``, which may stand for several intervals)."""
         reader, interval = self.reader, self.interval
         loop = asyncio.get_running_loop()
-        next_due = loop.time()
+        next_due = first_tick(loop.time(), interval)
         last_seq = 0
         index = 0
         while not stop.is_set():
@@ -158,6 +159,19 @@ class LiveSource:
         base = self.reader.connected_at or latest.taken
         return Sample(index, round(latest.taken - base, 3), latest.wall, latest.frame, latest.taken,
                       latest.full, latest.lag)
+
+
+def first_tick(now: float, interval: float) -> float:
+    """A camera's first sample time: on a grid of its interval that every camera shares.
+
+    Cameras that sample in the same instant cost less than the same cameras spread
+    over the second (20 cameras, each way in one run: 3.0 against 3.9 ms of the
+    daemon's CPU a sample): the preprocessing threads and the event loop stay awake
+    and warm through the burst instead of waking for each sample. Cameras started
+    together line up by themselves; the grid keeps one started later (by a reload
+    that adds or changes it) in step with the rest.
+    """
+    return math.ceil(now / interval) * interval
 
 
 class Availability:
