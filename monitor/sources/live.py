@@ -167,9 +167,9 @@ def first_tick(now: float, interval: float) -> float:
     Cameras that sample in the same instant cost less than the same cameras spread
     over the second (20 cameras, each way in one run: 3.0 against 3.9 ms of the
     daemon's CPU a sample), likely as the preprocessing threads and the event loop
-    stay awake and warm through a burst instead of waking for each sample. Cameras started
-    together line up by themselves; the grid keeps one started later (by a reload
-    that adds or changes it) in step with the rest.
+    stay awake and warm through a burst instead of waking for each sample. Cameras
+    started together line up by themselves; the grid keeps one started later (by a
+    reload that adds or changes it) in step with the rest.
     """
     return math.ceil(now / interval) * interval
 
