@@ -9,8 +9,9 @@ one shared, live-encoded 25 fps H.264 stream with a keyframe every second, at
 a camera's bitrate: SMPTE bars sliding sideways (busy enough that x264 spends
 what it is asked) at 640x360 / 512 kbit/s (a sub-stream), 1280x720 / 2 Mbit/s
 and 1920x1080 / 4 Mbit/s; and, labelled as such, the quiet ball pattern that
-encodes to ~0.2 Mbit/s whatever it is asked. What each camera received is
-printed (the daemon's own byte counter).
+encodes to ~0.2 Mbit/s whatever it is asked. Coded as a camera codes (High
+profile, CABAC, the deblocking filter). What each camera received is printed
+(the daemon's own byte counter), and what the stream is (profile, keyframe size).
 
 Per profile, in the same run: the floor, N plain FFmpeg clients (keyframes
 only, one thread, scaled to the model's 644x364, thrown away), then the daemon
@@ -391,6 +392,24 @@ class Floor:
     rss_per_cam: float
 
 
+def coding(url: str, seconds: float = 4.0) -> str:
+    """What the stream is, as a decoder sees it: its H.264 profile and how big its keyframes are
+    (what a keyframe costs to decode grows with both)."""
+    import av
+
+    with av.open(url, options={"rtsp_transport": "tcp", "timeout": "3000000"}, timeout=(10.0, None)) as c:
+        stream = c.streams.video[0]
+        sizes, end = [], time.monotonic() + seconds
+        for packet in c.demux(stream):
+            if packet.is_keyframe and packet.size:
+                sizes.append(packet.size)
+            if time.monotonic() > end:
+                break
+        profile = stream.codec_context.profile
+    median = sorted(sizes)[len(sizes) // 2] / 1000 if sizes else 0.0
+    return f"H.264 {profile}, keyframes {median:.0f} KB"
+
+
 def floor(url: str, n: int, seconds: float, warmup: float) -> Floor:
     """N plain FFmpeg clients on the stream: keyframes only, one thread, scaled to the model's
     size, thrown away. What receiving and decoding the cameras costs at the least."""
@@ -551,14 +570,16 @@ def main() -> None:
     n = args.cameras
     results: dict[str, object] = {}
     table: list[str] = []
+    codings: dict[str, str] = {}
     try:
         for key in filter(None, args.profiles.split(",")):
             profile = PROFILES[key]
             server = profile.server()
             try:
                 server.prime()
+                codings[key] = coding(server.url())
                 base = floor(server.url(), n, args.seconds, args.warmup)
-                print(key, "floor", base, flush=True)
+                print(key, codings[key], "floor", base, flush=True)
                 runs: dict[str, Row] = {}
                 for label, tree in trees.items():
                     runs[label] = served(server, partial(measure, tree, server, fake, n, args.seconds,
@@ -589,8 +610,8 @@ def main() -> None:
                         f"(floor {base.user_per_cam_min:.2f} / {base.sys_per_cam_min:.2f}) "
                         f"| {r.switches_per_s:,.0f} | {r.rss_per_cam:.1f} MB "
                         f"| {r.judged_ratio:.1%} | {cap} |")
-                results[key] = {"floor": base.__dict__, "runs": {k: v.__dict__ for k, v in runs.items()},
-                                "capacity": held}
+                results[key] = {"coding": codings[key], "floor": base.__dict__,
+                                "runs": {k: v.__dict__ for k, v in runs.items()}, "capacity": held}
             finally:
                 server.kill()
         overloads: dict[str, Row] = {}
@@ -630,6 +651,8 @@ def main() -> None:
           f"{args.warmup:g} s; CPU and PSS of the daemon with its capture workers")
     print(f"CLAHE and the model's JPEG alone, one thread, here: {least_ms:.2f} ms a sample "
           "(the least a sample costs after capture)")
+    for key, what in codings.items():
+        print(f"{PROFILES[key].label}: {what}")
     print("| profile | daemon | received kbit/s per camera (min / median / max) | floor: FFmpeg "
           "CPU-s per camera-min | daemon CPU-s per camera-min | ratio | capture workers / floor "
           "| daemon's process, ms a sample | left at 1.25x for a sample's work, ms "
