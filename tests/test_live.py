@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
+import av
+import numpy as np
 import pytest
 import yaml
 
@@ -330,6 +334,40 @@ def test_a_reader_for_a_second_look_keeps_the_camera_size_frame_too() -> None:
         reader.stop()
         reader.join(10)
         server.kill()
+
+
+def decoded(path: str, *, deblock: bool) -> list[bytes]:
+    """Every frame of a recording as BGR bytes, decoded with or without the deblocking filter."""
+    with av.open(path) as container:
+        ctx = container.streams.video[0].codec_context
+        if not deblock:
+            ctx.options = {"skip_loop_filter": "all"}
+        return [f.to_ndarray(format="bgr24").tobytes() for f in container.decode(video=0)]
+
+
+@pytest.mark.parametrize("decode", ["keyframes", "all"])
+def test_keyframes_alone_are_decoded_without_the_deblocking_filter(tmp_path: Path, decode: str) -> None:
+    # A camera's coding (High, CABAC, deblocking) at a starved bitrate, where the filter shows.
+    path = str(tmp_path / "cam.mkv")
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25",
+                    "-t", "3", "-vf", "noise=alls=30:allf=t", "-c:v", "libx264", "-preset", "ultrafast",
+                    "-x264-params", "cabac=1:deblock=1,0,0", "-profile:v", "high", "-b:v", "150k",
+                    "-g", "25", path], check=True)
+    filtered, unfiltered = decoded(path, deblock=True), decoded(path, deblock=False)
+    assert not set(filtered) & set(unfiltered)  # the filter changes every frame here
+    reader = LiveReader(path, "file", interval=1.0, decode=decode)  # type: ignore[arg-type]
+    try:
+        reader.start()
+        deadline = time.monotonic() + 20
+        while (latest := reader.latest()) is None:
+            assert time.monotonic() < deadline, "no frame"
+            time.sleep(0.02)
+        held = np.asarray(latest.frame).tobytes()
+    finally:
+        reader.stop()
+        reader.join(10)
+    # Every frame decoded: filtered, or the P-frames would drift from their references.
+    assert held in (unfiltered if decode == "keyframes" else filtered)
 
 
 def test_reads_are_bounded_by_ffmpegs_socket_timeout() -> None:
