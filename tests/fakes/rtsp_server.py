@@ -26,9 +26,9 @@ gi.require_version("Gst", "1.0")
 gi.require_version("GstRtspServer", "1.0")
 from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402
 
-# Coded as an IP camera codes: High profile, CABAC and the deblocking filter (which cost
-# a decoder ~1.3x more CPU a keyframe than ultrafast's own choice, Constrained Baseline
-# without either); the rest of ultrafast keeps the live encode cheap at 1080p.
+# Coded as an IP camera codes: High profile, CABAC and the deblocking filter. Without this
+# line ultrafast sends Constrained Baseline without either, ~4x cheaper a keyframe to decode
+# (720p: 0.5 against 2.2 ms); the rest of ultrafast keeps the live encode cheap at 1080p.
 CAMERA_CODING = "cabac=1:deblock=1,0,0:8x8dct=1"
 
 GREY = 0xFF7A7A7A
