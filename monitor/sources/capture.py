@@ -225,9 +225,9 @@ class LiveReader:
             ctx.skip_frame = "NONKEY"
             # A keyframe decoded alone is referenced by nothing we decode, so skipping the
             # deblocking filter leaves no error to spread: ~40% of a camera's keyframe decode
-            # (720p: 2.3 → 1.4 ms), for a picture 48–51 dB from the filtered one at a
-            # camera's bitrate, 40–44 dB at a starved one (the model's JPEG itself: 41–45).
-            # Never with every frame decoded: the P-frames would drift from their references.
+            # (720p: 2.3 → 1.4 ms), for a picture 48–51 dB from the filtered one at a camera's
+            # bitrate, less than the model's JPEG changes it (44–45 dB); ~40 dB at a starved
+            # one. Never with every frame decoded: P-frames would drift from their references.
             ctx.options = {"skip_loop_filter": "all"}
         probe = None if self._mode else KeyframeProbe(self.interval)
         up, converted = False, 0.0
