@@ -20,7 +20,7 @@ from monitor.app import Daemon
 from monitor.config import parse_config
 from monitor.metrics import Metrics
 from monitor.sources.base import Yuv
-from monitor.sources.capture import LiveReader, open_options
+from monitor.sources.capture import DecodeMode, LiveReader, open_options
 from tests.conftest import Receiver, free_port
 from tests.fakes.vllm import FakeVLM
 from tests.rtsp import RtspServer
@@ -346,7 +346,8 @@ def decoded(path: str, *, deblock: bool) -> list[bytes]:
 
 
 @pytest.mark.parametrize("decode", ["keyframes", "all"])
-def test_keyframes_alone_are_decoded_without_the_deblocking_filter(tmp_path: Path, decode: str) -> None:
+def test_keyframes_alone_are_decoded_without_the_deblocking_filter(tmp_path: Path,
+                                                                    decode: DecodeMode) -> None:
     # A camera's coding (High, CABAC, deblocking) at a starved bitrate, where the filter shows.
     path = str(tmp_path / "cam.mkv")
     subprocess.run(["ffmpeg", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25",
@@ -355,7 +356,7 @@ def test_keyframes_alone_are_decoded_without_the_deblocking_filter(tmp_path: Pat
                     "-g", "25", path], check=True)
     filtered, unfiltered = decoded(path, deblock=True), decoded(path, deblock=False)
     assert not set(filtered) & set(unfiltered)  # the filter changes every frame here
-    reader = LiveReader(path, "file", interval=1.0, decode=decode)  # type: ignore[arg-type]
+    reader = LiveReader(path, "file", interval=1.0, decode=decode)
     try:
         reader.start()
         deadline = time.monotonic() + 20

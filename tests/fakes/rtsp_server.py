@@ -6,12 +6,12 @@ Run with the system Python, which has the GObject bindings:
                                                [--size WxH] [--pattern ball|smpte]
                                                [--bitrate KBITS]
 
-It serves ``/live``: a 640x360 25 fps H.264 stream (x264, zerolatency, High
-profile as a camera sends, one keyframe every N frames) of a grey scene. Commands on stdin, one per line:
-``red`` / ``grey`` switch the picture (a red frame is what the stand-in model
-calls "a person wearing a red shirt"), ``freeze`` / ``thaw`` stop and resume
-sending frames while the RTSP session stays open. It prints ``ready`` once
-listening and ``ack <command>`` after each command.
+It serves ``/live``: a 640x360 25 fps H.264 stream (x264, zerolatency, coded
+as a camera codes, one keyframe every N frames) of a grey scene. Commands on
+stdin, one per line: ``red`` / ``grey`` switch the picture (a red frame is
+what the stand-in model calls "a person wearing a red shirt"), ``freeze`` /
+``thaw`` stop and resume sending frames while the RTSP session stays open. It
+prints ``ready`` once listening and ``ack <command>`` after each command.
 """
 
 from __future__ import annotations
