@@ -1,12 +1,20 @@
 from __future__ import annotations
 
+import asyncio
+import math
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from monitor.backoff import backoff_delay
-from monitor.sources.base import SourceError
+from monitor.sources.base import Dropped, Sample, SourceError
+from monitor.sources.capture import Latest
 from monitor.sources.files import FileReader, MediaClock, file_samples
+from monitor.sources.live import LiveSource
+from monitor.sources.worker import CaptureSpec
 from monitor.urls import file_path, is_live
 from tests.clips import make_clip
 
@@ -168,3 +176,33 @@ def test_cameras_started_apart_sample_in_step() -> None:
     assert a == b == 1001.0
     assert first_tick(1000.0, 1.0) == 1000.0  # on the grid already: no wait
     assert first_tick(7.3, 2.0) == 8.0 and first_tick(8.1, 2.0) == 10.0  # never before it starts
+
+
+class JitteryCamera:
+    """A keyframe every interval at the phase of the sampling ticks, every other one 20 ms
+    late for its tick and the rest 20 ms early: arrival jitter where the phases meet."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.connected_at = time.monotonic()
+
+    def latest(self) -> Latest | None:
+        now = time.monotonic()  # the event loop's clock
+        k = math.floor(now / self.interval + 0.5)  # the keyframe nearest now
+        arrives = k * self.interval + (0.02 if k % 2 == 0 else -0.02)
+        k = k if now >= arrives else k - 1
+        return Latest(k, now, datetime.now(UTC), np.zeros((4, 4, 3), np.uint8))
+
+
+async def test_a_keyframe_a_hair_late_for_its_tick_still_counts_for_it() -> None:
+    spec = CaptureSpec("rtsp://cam/1", "jittery", 0.2, "keyframes", "tcp", 5.0, 5.0, None)
+    source = LiveSource(spec, down_alert_after_s=5.0, on_change=lambda change: None)
+    source.reader = JitteryCamera(0.2)  # type: ignore[assignment]
+    stop = asyncio.Event()
+    items: list[Sample | Dropped] = []
+    async for item in source.samples(stop):
+        items.append(item)
+        if len(items) == 12:
+            break
+    # Every tick is judged with a frame of its own: none dropped as no_new_frame.
+    assert all(isinstance(i, Sample) for i in items), items

@@ -141,11 +141,29 @@ class LiveSource:
                 yield Dropped("stream_down")
                 continue
             if latest.seq == last_seq:
-                yield Dropped("no_new_frame")
-                continue
+                latest = await self._next_frame(last_seq, loop.time() + GRACE * interval, stop)
+                if latest is None:
+                    yield Dropped("no_new_frame")
+                    continue
             last_seq = latest.seq
             yield self._sample(index, latest)
             index += 1
+
+    async def _next_frame(self, seq: int, until: float, stop: asyncio.Event) -> Latest | None:
+        """A frame newer than ``seq`` if one arrives by ``until`` (the loop's clock), else None.
+
+        A camera that sends a keyframe every interval sends it at a fixed phase of our
+        ticks; where that phase is near a tick, arrival jitter puts every other keyframe
+        just after its tick, and without this wait half the samples were dropped as
+        ``no_new_frame`` (20 cameras of 1080p: 73% judged).
+        """
+        loop = asyncio.get_running_loop()
+        while loop.time() < until and not stop.is_set():
+            await asyncio.sleep(GRACE_POLL_S)
+            latest = self.reader.latest()
+            if latest is not None and latest.seq != seq:
+                return latest
+        return None
 
     def newest(self, sample: Sample) -> Sample:
         """The sample with the newest frame, if a newer one has arrived since it was taken."""
@@ -159,6 +177,12 @@ class LiveSource:
         base = self.reader.connected_at or latest.taken
         return Sample(index, round(latest.taken - base, 3), latest.wall, latest.frame, latest.taken,
                       latest.full, latest.lag)
+
+
+# How long past its tick a sample waits for a new frame, as a share of the interval, and
+# how often it looks meanwhile (the frame is in another process's slot: there is no event).
+GRACE = 0.25
+GRACE_POLL_S = 0.02
 
 
 def first_tick(now: float, interval: float) -> float:
