@@ -24,14 +24,15 @@ def messages(prefix: str, alert: Alert) -> list[tuple[str, bytes, bool]]:
     base = f"{prefix}/{topic_part(alert.stream)}"
     out = [(f"{base}/events", alert.body(), False)]
     target = alert.fields.get("target")
-    if alert.event in ("target_detected", "target_cleared") and isinstance(target, str):
-        state = b"ON" if alert.event == "target_detected" else b"OFF"
-        out.append((f"{base}/{topic_part(target)}/state", state, True))
     if alert.event in ("target_detected", "clip_ready") and isinstance(target, str):
-        # The last detection's details; its clip's link once the clip is written.
+        # The last detection's details; its clip's link once the clip is written. Before the
+        # state, so that whoever acts on ON finds the details of that detection already there.
         details = {k: alert.fields.get(k) for k in ("confidence", "description", "first_seen", "model",
                                                     "snapshot", "clip_url") if k in alert.fields}
         out.append((f"{base}/{topic_part(target)}/attributes", json.dumps(details).encode(), True))
+    if alert.event in ("target_detected", "target_cleared") and isinstance(target, str):
+        state = b"ON" if alert.event == "target_detected" else b"OFF"
+        out.append((f"{base}/{topic_part(target)}/state", state, True))
     elif alert.event in ("stream_up", "stream_down"):
         out.append((f"{base}/status", b"online" if alert.event == "stream_up" else b"offline", True))
     return out
