@@ -20,7 +20,7 @@ from monitor.app import Daemon
 from monitor.config import parse_config
 from monitor.metrics import Metrics
 from monitor.sources.base import Yuv
-from monitor.sources.capture import DecodeMode, LiveReader, open_options
+from monitor.sources.capture import DecodeMode, Latest, LiveReader, open_options
 from tests.conftest import Receiver, free_port
 from tests.fakes.vllm import FakeVLM
 from tests.rtsp import RtspServer
@@ -317,16 +317,21 @@ async def test_hung_cameras_cost_only_their_own_timeout(
             s.close()
 
 
+def first_frame(reader: LiveReader, within: float = 20.0) -> Latest:
+    deadline = time.monotonic() + within
+    while (latest := reader.latest()) is None:
+        assert time.monotonic() < deadline, "no frame"
+        time.sleep(0.02)
+    return latest
+
+
 def test_a_reader_for_a_second_look_keeps_the_camera_size_frame_too() -> None:
     server = RtspServer(free_port(), size="1280x720").start()
     reader = LiveReader(server.url(), "big", interval=1.0, decode="keyframes", keep_full=True,
                         scale_to=lambda w, h: (w // 2, h // 2))
     try:
         reader.start()
-        deadline = time.monotonic() + 20
-        while (latest := reader.latest()) is None:
-            assert time.monotonic() < deadline, "no frame"
-            time.sleep(0.05)
+        latest = first_frame(reader)
         frame = latest.frame
         assert isinstance(frame, Yuv) and (frame.width, frame.height) == (640, 360)  # the model's size
         assert latest.full is not None and latest.full().shape == (720, 1280, 3)  # and at its own
@@ -359,11 +364,7 @@ def test_keyframes_alone_are_decoded_without_the_deblocking_filter(tmp_path: Pat
     reader = LiveReader(path, "file", interval=1.0, decode=decode)
     try:
         reader.start()
-        deadline = time.monotonic() + 20
-        while (latest := reader.latest()) is None:
-            assert time.monotonic() < deadline, "no frame"
-            time.sleep(0.02)
-        held = np.asarray(latest.frame).tobytes()
+        held = np.asarray(first_frame(reader).frame).tobytes()
     finally:
         reader.stop()
         reader.join(10)
