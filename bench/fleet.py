@@ -1,7 +1,8 @@
 """Many cameras at a camera's bitrate: the daemon against plain FFmpeg on the same streams.
 
     .venv/bin/python -m bench.fleet [--profiles sub,720p,1080p,quiet] [--cameras 20]
-        [--seconds 30] [--threads] [--overload 100] [--capacity 20,40,60,80,100]
+        [--seconds 30] [--threads] [--overload 100] [--overload-profile 720p]
+        [--capacity 20,40,60,80,100]
         [--before REF] [--hung] [--soak SECONDS]
 
 A real RTSP server (GStreamer, tests/fakes/rtsp_server.py) serves every camera
@@ -20,7 +21,7 @@ PSS of the daemon with every process it started, split into the capture
 workers (against the floor) and the daemon's own process (per judged sample),
 and what 1.25x the floor leaves a sample after capture, beside CLAHE and the
 model's JPEG alone, measured here first. Then the overload case: more
-720p cameras than two cores take whole, with per-camera fairness, loop lag,
+cameras (720p unless told) than two cores take whole, with per-camera fairness, loop lag,
 model-side drops and how fast /healthz and /metrics answer.
 """
 
@@ -551,7 +552,9 @@ def main() -> None:
     parser.add_argument("--threads", action="store_true",
                         help="also the daemon with capture in its own process (capture.workers: 0)")
     parser.add_argument("--overload", type=int, default=100, metavar="N",
-                        help="then N cameras of 720p, more than two cores take whole (0: skip)")
+                        help="then N cameras, more than two cores take whole (0: skip)")
+    parser.add_argument("--overload-profile", choices=sorted(PROFILES), default="720p",
+                        help="the overload case's stream (default 720p)")
     parser.add_argument("--capacity", default="", metavar="N,N,...",
                         help="per profile, step through these camera counts until < 97%% are judged")
     parser.add_argument("--before", metavar="REF", help="also measure the daemon at this git commit")
@@ -616,7 +619,7 @@ def main() -> None:
                 server.kill()
         overloads: dict[str, Row] = {}
         if args.overload:
-            server = PROFILES["720p"].server()
+            server = PROFILES[args.overload_profile].server()
             try:
                 for label, tree in trees.items():
                     overloads[label] = served(server, partial(
@@ -662,7 +665,7 @@ def main() -> None:
         print(line)
     if overloads:
         print()
-        print(f"Overload: {args.overload} cameras of 720p at 2 Mbit/s on this machine "
+        print(f"Overload: {args.overload} cameras, {PROFILES[args.overload_profile].label}, on this machine "
               f"({args.seconds * 2:g} s window)")
         print("| daemon | judged/s (of due) | least-served camera (judged / mean) | model-side drops/s "
               "| late requests | stale/s | loop lag p99 | capture lag p95 | /healthz max | /metrics max "
