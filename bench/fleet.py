@@ -680,7 +680,8 @@ def main() -> None:
               f"| {over.loop_lag_p99:g} s | {over.capture_lag_p95:g} s | {over.healthz_max_s:.3f} s "
               f"| {over.metrics_max_s:.3f} s | {over.console_max_s:.3f} s | {over.behind_max:.0f} "
               f"| {over.overload_lines} |")
-        print(f"{label}: intervals not judged, per second, by reason: {over.drops_per_s}; "
+        print(f"{label}: received {over.kbps[1]:.0f} kbit/s per camera (median); "
+              f"intervals not judged, per second, by reason: {over.drops_per_s}; "
               f"CPU-s per camera-minute {over.cpu_per_cam_min:.2f} "
               f"({over.main_per_cam_min:.2f} in the daemon's process)")
     if "soak_rss_mb" in results:
