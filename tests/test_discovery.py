@@ -130,8 +130,15 @@ def test_home_assistant_sees_cameras_and_targets_come_and_go(
     door = "homeassistant/binary_sensor/vlm_monitor/door_a_person_wearing_a_red_shirt/config"
     yard = "homeassistant/binary_sensor/vlm_monitor/yard_connectivity/config"
     try:
-        watcher.wait(door)
-        watcher.wait(yard)
+        # Every config of both cameras, not just the two above: the yard's target configs are
+        # published after its connectivity sensor's, and a partial `first` fails the restart below.
+        every = set(configs("vlm-monitor", "homeassistant", [("door", [RED, "Café cup"]),
+                                                            ("yard", [RED, "Café cup"])]))
+        assert door in every and yard in every
+        deadline = time.monotonic() + 30
+        while set(watcher.configs()) != every:
+            assert time.monotonic() < deadline, every ^ set(watcher.configs())
+            time.sleep(0.05)
         first = watcher.configs()
         # Every topic a config names receives messages: the entities are not left unknown.
         watcher.wait("vlm-monitor/availability", b"online")
