@@ -294,6 +294,7 @@ class Row:
     drops_per_s: dict[str, float]  # by reason
     late_requests: float
     loop_lag_p99: float
+    loop_cpu_wait: float  # of each second, how long the loop's thread waited for a CPU
     capture_lag_p95: float
     healthz_max_s: float
     metrics_max_s: float
@@ -380,6 +381,8 @@ def measure(tree: Path, server: RtspServer, fake: FakeVLM, n: int, seconds: floa
                (dropped("model_unavailable") + dropped("model_error")) / span, dropped("stale") / span,
                {r: round(dropped(r) / span, 2) for r in DROP_REASONS if dropped(r)},
                late, quantile(m0, m1, "event_loop_lag_seconds", 0.99),
+               (total(m1, "event_loop_cpu_wait_seconds_total")
+                - total(m0, "event_loop_cpu_wait_seconds_total")) / span,
                quantile(m0, m1, "capture_lag_seconds", 0.95), polled.get("/healthz", float("nan")),
                polled.get("/metrics", float("nan")), polled.get("/api/cameras", float("nan")),
                polled.get("behind", 0.0), overload_lines)
@@ -668,16 +671,18 @@ def main() -> None:
         print(f"Overload: {args.overload} cameras, {PROFILES[args.overload_profile].label}, on this machine "
               f"({args.seconds * 2:g} s window)")
         print("| daemon | judged/s (of due) | least-served camera (judged / mean) | model-side drops/s "
-              "| late requests | stale/s | loop lag p99 | capture lag p95 | /healthz max | /metrics max "
-              "| console's camera list max | cameras behind (max) | overload log lines |")
-        print("|" + "---|" * 13)
+              "| late requests | stale/s | loop lag p99 | loop waiting for a CPU | capture lag p95 "
+              "| /healthz max | /metrics max | console's camera list max | cameras behind (max) "
+              "| overload log lines |")
+        print("|" + "---|" * 14)
     for label, over in overloads.items():
         due = over.samples_per_s / over.judged_ratio if over.judged_ratio else float("nan")
         print(f"| {label} | {over.judged_mean * over.cameras / (args.seconds * 2):.1f} ({due:.0f}) "
               f"| {over.judged_min:.0f} / {over.judged_mean:.1f} "
               f"({over.judged_min / over.judged_mean if over.judged_mean else 0:.2f}) "
               f"| {over.model_drops_per_s:.2f} | {over.late_requests:.0f} | {over.stale_per_s:.1f} "
-              f"| {over.loop_lag_p99:g} s | {over.capture_lag_p95:g} s | {over.healthz_max_s:.3f} s "
+              f"| {over.loop_lag_p99:g} s | {over.loop_cpu_wait:.2f} s/s | {over.capture_lag_p95:g} s "
+              f"| {over.healthz_max_s:.3f} s "
               f"| {over.metrics_max_s:.3f} s | {over.console_max_s:.3f} s | {over.behind_max:.0f} "
               f"| {over.overload_lines} |")
         print(f"{label}: received {over.kbps[1]:.0f} kbit/s per camera (median); "

@@ -137,6 +137,9 @@ class Metrics:
             f"{PREFIX}_event_loop_lag_seconds", "How late the event loop ran a timer: above ~0.1 s "
             "the daemon is short of CPU", buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
             registry=r)
+        self.loop_cpu_wait = Counter(
+            f"{PREFIX}_event_loop_cpu_wait_seconds", "Time the event loop's thread was ready to run but "
+            "waited for a CPU (Linux): a rate near 1 means the machine is short of cores", registry=r)
         self.capture_lag = Histogram(
             f"{PREFIX}_capture_lag_seconds", "How far a live camera's capture ran behind the camera "
             "when a sampled frame was decoded", buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30), registry=r)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -18,7 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from monitor.load import LoopLag, Overload
+from monitor.load import LoopLag, Overload, runqueue_wait_s
 from monitor.metrics import Metrics
 from monitor.modelwatch import ModelWatch
 from monitor.preprocess import to_bgr
@@ -132,6 +134,44 @@ def test_a_loop_stall_during_a_wait_makes_the_timeout_ours() -> None:
     lag.record(now - 1, 2.0)  # a 2 s stall, measured after the wait began
     assert lag.late_during(now - 10, timeout=30)
     assert not lag.late_during(now - 0.5, timeout=30)  # a wait that began after it
+
+
+def test_the_loop_counts_the_time_it_waited_for_a_cpu() -> None:
+    """The loop's thread and a busy process share one core: the loop, busy too, is ready to
+    run about half the time it does not run, and says so (the kernel's count, not a guess)."""
+    assert runqueue_wait_s("812345 2500000000 7\n") == 2.5
+    metrics = Metrics()
+    lag = LoopLag(metrics)
+    cpu = min(os.sched_getaffinity(0))
+
+    async def busy(seconds: float) -> float:
+        """The loop busy for ``seconds``, giving the ticks their turn; its wait, as counted."""
+        ticking = asyncio.create_task(lag.run())
+        await asyncio.sleep(0.3)  # a tick or so first: the count starts from there
+        before = sample(metrics, "vlm_monitor_event_loop_cpu_wait_seconds_total")
+        began = time.monotonic()
+        while time.monotonic() - began < seconds:
+            sum(range(20_000))
+            await asyncio.sleep(0)
+        await asyncio.sleep(0.3)  # the last tick
+        ticking.cancel()
+        await asyncio.gather(ticking, return_exceptions=True)
+        waited = sample(metrics, "vlm_monitor_event_loop_cpu_wait_seconds_total") - before
+        assert lag.cpu_wait_since(began) == pytest.approx(waited, abs=0.3)
+        return waited
+
+    hog = subprocess.Popen([sys.executable, "-c", f"import os\nos.sched_setaffinity(0, {{{cpu}}})\n"
+                            "print(flush=True)\nwhile True: pass"], stdout=subprocess.PIPE)
+    cpus = os.sched_getaffinity(0)
+    try:
+        assert hog.stdout is not None and hog.stdout.readline()  # pinned and spinning
+        os.sched_setaffinity(0, {cpu})  # this thread only: the loop's
+        waited = asyncio.run(busy(1.5))
+    finally:
+        os.sched_setaffinity(0, cpus)
+        hog.kill()
+        hog.wait()
+    assert 0.3 < waited < 1.5, waited
 
 
 # --- a stalled loop does not count a live model server down ------------------------------------
