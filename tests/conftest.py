@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -149,3 +151,15 @@ def start_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen
 
 def json_lines(text: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+def outbox_count(db: Path, query: str) -> int:
+    """A ``SELECT COUNT(*)`` on a running daemon's outbox; 0 until the file and its tables
+    exist (the file appears a moment before its schema: a busy machine shows that moment)."""
+    if not db.exists():
+        return 0
+    try:
+        with contextlib.closing(sqlite3.connect(db)) as con:
+            return int(con.execute(query).fetchone()[0])
+    except sqlite3.OperationalError:
+        return 0

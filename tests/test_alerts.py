@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import yaml
 
-from tests.conftest import Receiver, cli, json_lines, start_cli
+from tests.conftest import Receiver, cli, json_lines, outbox_count, start_cli
 from tests.fakes.vllm import FakeVLM
 
 RED = "a person wearing a red shirt"
@@ -67,10 +67,8 @@ def test_alerts_pending_at_sigkill_are_delivered_after_restart_with_their_ids(
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:  # wait until both alerts are committed to the outbox
-            if db.exists():
-                with sqlite3.connect(db) as con:
-                    if con.execute("SELECT COUNT(*) FROM alerts").fetchone()[0] == 2:
-                        break
+            if outbox_count(db, "SELECT COUNT(*) FROM alerts") == 2:
+                break
             time.sleep(0.2)
         proc.send_signal(signal.SIGKILL)
         out, _ = proc.communicate(timeout=10)

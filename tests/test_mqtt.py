@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -16,7 +15,7 @@ import yaml
 from monitor.alerts.model import Alert
 from monitor.alerts.topics import messages
 from monitor.names import topic_part
-from tests.conftest import free_port, start_cli
+from tests.conftest import free_port, outbox_count, start_cli
 from tests.fakes.vllm import FakeVLM
 
 RED = "a person wearing a red shirt"
@@ -106,10 +105,8 @@ def test_broker_restarted_mid_run_gets_the_alert_after_it_returns(
         broker.stop()  # down before the red shirt appears at 5 s
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:  # the alert is raised and waits in the outbox
-            if db.exists():
-                with sqlite3.connect(db) as con:
-                    if con.execute("SELECT COUNT(*) FROM deliveries WHERE state='pending'").fetchone()[0]:
-                        break
+            if outbox_count(db, "SELECT COUNT(*) FROM deliveries WHERE state='pending'"):
+                break
             time.sleep(0.2)
         else:
             raise AssertionError("no alert was raised while the broker was down")
