@@ -54,7 +54,8 @@ def test_dashboard_is_portable() -> None:
         assert panel["datasource"]["uid"] == "${datasource}"
         assert all(t["datasource"]["uid"] == "${datasource}" for t in panel["targets"])
     titles = " ".join(p["title"] for p in dash["panels"]).lower()
-    for topic in ("camera up", "frame age", "dropped", "latency", "outcome", "tokens", "alerts", "delivery"):
+    for topic in ("camera up", "frame age", "dropped", "latency", "outcome", "tokens", "alerts", "delivery",
+                  "waiting for a cpu", "cameras behind"):
         assert topic in titles
 
 
