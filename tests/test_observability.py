@@ -25,7 +25,7 @@ DASHBOARD = ROOT / "config" / "grafana" / "vlm-monitor.json"
 def test_promtool_check_rules() -> None:
     result = subprocess.run(["promtool", "check", "rules", str(RULES)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 7 rules found" in result.stdout
+    assert "SUCCESS: 8 rules found" in result.stdout
 
 
 def test_promtool_test_rules() -> None:
@@ -113,7 +113,7 @@ def test_real_prometheus_scrapes_the_daemon_and_every_query_returns_data(
             for name in set(re.findall(r"vlm_monitor_[a-z_]+", expr)):
                 assert query(base, name), f"rule {expr!r} names {name}, which has no data"
         rules = httpx.get(f"{base}/api/v1/rules", timeout=10).json()["data"]["groups"][0]["rules"]
-        assert len(rules) == 7 and all(r["health"] == "ok" for r in rules), rules
+        assert len(rules) == 8 and all(r["health"] == "ok" for r in rules), rules
     finally:
         prometheus.terminate()
         prometheus.wait(10)
