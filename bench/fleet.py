@@ -482,7 +482,8 @@ def served(server: RtspServer, run: Callable[[], T], fair: Callable[[T], bool] =
 
 
 def soak(tree: Path, server: RtspServer, fake: FakeVLM, n: int, seconds: float, tmp: Path) -> list[float]:
-    """RSS in MB once a minute while ``n`` cameras run for ``seconds``: is it flat?"""
+    """PSS in MB of the daemon and its workers, once a minute while ``n`` cameras run for
+    ``seconds``: is it flat?"""
     names = [f"cam{i:03d}" for i in range(n)]
     daemon = start_daemon(tree, dict.fromkeys(names, server.url()), fake.base_url, tmp / "soak")
     try:
@@ -492,7 +493,7 @@ def soak(tree: Path, server: RtspServer, fake: FakeVLM, n: int, seconds: float, 
         for _ in range(int(seconds // 60)):
             time.sleep(60)
             samples.append(daemon.rss_mb())
-            print(f"soak: {n} cameras, RSS {samples[-1]:.0f} MB", flush=True)
+            print(f"soak: {n} cameras, PSS {samples[-1]:.0f} MB", flush=True)
     finally:
         daemon.stop()
     return samples
@@ -690,7 +691,7 @@ def main() -> None:
               f"CPU-s per camera-minute {over.cpu_per_cam_min:.2f} "
               f"({over.main_per_cam_min:.2f} in the daemon's process)")
     if "soak_rss_mb" in results:
-        print("RSS of 100 sub-stream cameras, once a minute:",
+        print("PSS of 100 sub-stream cameras with their workers, once a minute:",
               ", ".join(f"{v:.0f}" for v in results["soak_rss_mb"]), "MB")  # type: ignore[attr-defined]
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
