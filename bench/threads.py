@@ -1,0 +1,108 @@
+"""Where the daemon's CPU goes, thread by thread: run time and time waiting for a core.
+
+`python -m bench.threads [--profile sub] [--cameras 20] [--seconds 20] [--windows 2]`
+runs the daemon on ``bench.fleet``'s stream of that profile and, per window,
+reads every thread's ``/proc/PID/task/TID/schedstat`` (ns on a CPU, ns ready
+but waiting on a run queue) for three groups: the event loop (the thread
+whose id is the daemon's pid), the daemon's other threads (preprocessing,
+HTTP, capture listeners) and the capture workers' threads. Each group's run
+time is given per judged sample and as cores; its wait as seconds a second.
+A loop that waits for a core much more than it runs is starved by the
+machine, not busy with its own work (at 300 sub-stream cameras here: runs
+0.11 s of a second, waits 0.55).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from bench.fleet import PROFILES, served, start_daemon, total, tree, wait_up
+from tests.conftest import ROOT
+from tests.fakes.vllm import FakeVLM
+from tests.rtsp import RtspServer
+
+GROUPS = ("event loop", "other threads", "capture workers")
+
+
+def schedstat(pid: int) -> dict[str, tuple[float, float]]:
+    """(seconds on a CPU, seconds waiting for one) of each group, summed over its threads."""
+    out = dict.fromkeys(GROUPS, (0.0, 0.0))
+    for proc in tree(pid):
+        try:
+            tids = os.listdir(f"/proc/{proc}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{proc}/task/{tid}/schedstat") as f:
+                    ran, waited = (int(v) / 1e9 for v in f.read().split()[:2])
+            except (OSError, ValueError):
+                continue
+            group = GROUPS[2] if proc != pid else GROUPS[0] if int(tid) == pid else GROUPS[1]
+            r, w = out[group]
+            out[group] = (r + ran, w + waited)
+    return out
+
+
+def judged(m: dict[str, float]) -> float:
+    return total(m, "frames_analysed_total") + total(m, "verdicts_reused_total")
+
+
+def measure(server: RtspServer, fake: FakeVLM, cameras: int, seconds: float, windows: int,
+            tmp: Path) -> list[tuple[float, dict[str, tuple[float, float]]]]:
+    """Per window: samples judged a second, and each group's (cores, waiting s/s)."""
+    names = [f"cam{i:03d}" for i in range(cameras)]
+    daemon = start_daemon(ROOT, dict.fromkeys(names, server.url()), fake.base_url,
+                          tmp / f"state-{time.monotonic_ns()}")
+    rows = []
+    try:
+        if wait_up(daemon, names, 120) is None:
+            raise RuntimeError("not every camera came up")
+        time.sleep(10)
+        for _ in range(windows):
+            m0, s0, t0 = daemon.metrics(), schedstat(daemon.proc.pid), time.monotonic()
+            time.sleep(seconds)
+            m1, s1, t1 = daemon.metrics(), schedstat(daemon.proc.pid), time.monotonic()
+            span = t1 - t0
+            rows.append(((judged(m1) - judged(m0)) / span,
+                         {g: ((s1[g][0] - s0[g][0]) / span, (s1[g][1] - s0[g][1]) / span) for g in GROUPS}))
+    finally:
+        daemon.stop()
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="sub")
+    parser.add_argument("--cameras", type=int, default=20)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--windows", type=int, default=2)
+    args = parser.parse_args()
+    fake = FakeVLM().start()
+    fake.latency = 0.08
+    server = PROFILES[args.profile].server()
+    try:
+        server.prime()
+        with tempfile.TemporaryDirectory(prefix="threads-") as tmp:
+            rows = served(server, lambda: measure(server, fake, args.cameras, args.seconds, args.windows,
+                                                  Path(tmp)),
+                          lambda rows: all(rate > 0 for rate, _ in rows))
+    finally:
+        server.kill()
+        fake.stop()
+    print(f"{args.cameras} cameras, {PROFILES[args.profile].label}; {args.seconds:g} s windows; "
+          "the stand-in model at 80 ms and the RTSP server on the same cores")
+    print("| window | judged/s | group | ms a judged sample | cores | waiting for a core, s a second |")
+    print("|---|---|---|---|---|---|")
+    for i, (rate, groups) in enumerate(rows, 1):
+        for group, (cores, waiting) in groups.items():
+            ms = cores / rate * 1e3 if rate else float("nan")
+            print(f"| {i} | {rate:.1f} | {group} | {ms:.2f} | {cores:.2f} | {waiting:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
