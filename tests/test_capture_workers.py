@@ -160,17 +160,16 @@ def test_the_loop_counts_the_time_it_waited_for_a_cpu() -> None:
         assert lag.cpu_wait_since(began) == pytest.approx(waited, abs=0.3)
         return waited
 
-    hog = subprocess.Popen([sys.executable, "-c", f"import os\nos.sched_setaffinity(0, {{{cpu}}})\n"
-                            "print(flush=True)\nwhile True: pass"], stdout=subprocess.PIPE)
     cpus = os.sched_getaffinity(0)
-    try:
-        assert hog.stdout is not None and hog.stdout.readline()  # pinned and spinning
-        os.sched_setaffinity(0, {cpu})  # this thread only: the loop's
-        waited = asyncio.run(busy(1.5))
-    finally:
-        os.sched_setaffinity(0, cpus)
-        hog.kill()
-        hog.wait()
+    with subprocess.Popen([sys.executable, "-c", f"import os\nos.sched_setaffinity(0, {{{cpu}}})\n"
+                           "print(flush=True)\nwhile True: pass"], stdout=subprocess.PIPE) as hog:
+        try:
+            assert hog.stdout is not None and hog.stdout.readline()  # pinned and spinning
+            os.sched_setaffinity(0, {cpu})  # this thread only: the loop's
+            waited = asyncio.run(busy(1.5))
+        finally:
+            os.sched_setaffinity(0, cpus)
+            hog.kill()
     assert 0.3 < waited < 1.5, waited
 
 
