@@ -9,7 +9,9 @@ HTTP, capture listeners) and the capture workers' threads. Each group's run
 time is given per judged sample and as cores; its wait as seconds a second.
 A loop that waits for a core much more than it runs is starved by the
 machine, not busy with its own work (at 300 sub-stream cameras here: runs
-0.11 s of a second, waits 0.55).
+0.11 s of a second, waits 0.55). It prints what each camera received. It is a
+breakdown, not a comparison: `bench.fleet` measures the same daemon against
+plain FFmpeg on the same stream.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.fleet import PROFILES, served, start_daemon, total, tree, wait_up
+from bench.fleet import PROFILES, per_stream, served, start_daemon, total, tree, wait_up
 from tests.conftest import ROOT
 from tests.fakes.vllm import FakeVLM
 from tests.rtsp import RtspServer
@@ -53,8 +55,9 @@ def judged(m: dict[str, float]) -> float:
 
 
 def measure(server: RtspServer, fake: FakeVLM, cameras: int, seconds: float, windows: int,
-            tmp: Path) -> list[tuple[float, dict[str, tuple[float, float]]]]:
-    """Per window: samples judged a second, and each group's (cores, waiting s/s)."""
+            tmp: Path) -> list[tuple[float, float, dict[str, tuple[float, float]]]]:
+    """Per window: samples judged a second, the median camera's kbit/s received, and each
+    group's (cores, waiting s/s)."""
     names = [f"cam{i:03d}" for i in range(cameras)]
     daemon = start_daemon(ROOT, dict.fromkeys(names, server.url()), fake.base_url,
                           tmp / f"state-{time.monotonic_ns()}")
@@ -68,7 +71,9 @@ def measure(server: RtspServer, fake: FakeVLM, cameras: int, seconds: float, win
             time.sleep(seconds)
             m1, s1, t1 = daemon.metrics(), schedstat(daemon.proc.pid), time.monotonic()
             span = t1 - t0
-            rows.append(((judged(m1) - judged(m0)) / span,
+            received = per_stream(m0, m1, "capture_received_bytes_total", names)
+            kbps = sorted(b * 8 / 1000 / span for b in received)
+            rows.append(((judged(m1) - judged(m0)) / span, kbps[len(kbps) // 2],
                          {g: ((s1[g][0] - s0[g][0]) / span, (s1[g][1] - s0[g][1]) / span) for g in GROUPS}))
     finally:
         daemon.stop()
@@ -90,18 +95,19 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="threads-") as tmp:
             rows = served(server, lambda: measure(server, fake, args.cameras, args.seconds, args.windows,
                                                   Path(tmp)),
-                          lambda rows: all(rate > 0 for rate, _ in rows))
+                          lambda rows: all(rate > 0 for rate, _, _ in rows))
     finally:
         server.kill()
         fake.stop()
     print(f"{args.cameras} cameras, {PROFILES[args.profile].label}; {args.seconds:g} s windows; "
           "the stand-in model at 80 ms and the RTSP server on the same cores")
-    print("| window | judged/s | group | ms a judged sample | cores | waiting for a core, s a second |")
-    print("|---|---|---|---|---|---|")
-    for i, (rate, groups) in enumerate(rows, 1):
+    print("| window | received kbit/s per camera (median) | judged/s | group | ms a judged sample | cores "
+          "| waiting for a core, s a second |")
+    print("|---|---|---|---|---|---|---|")
+    for i, (rate, kbps, groups) in enumerate(rows, 1):
         for group, (cores, waiting) in groups.items():
             ms = cores / rate * 1e3 if rate else float("nan")
-            print(f"| {i} | {rate:.1f} | {group} | {ms:.2f} | {cores:.2f} | {waiting:.2f} |")
+            print(f"| {i} | {kbps:.0f} | {rate:.1f} | {group} | {ms:.2f} | {cores:.2f} | {waiting:.2f} |")
 
 
 if __name__ == "__main__":

@@ -55,18 +55,19 @@ class LoopLag:
         self._waited: deque[tuple[float, float]] = deque()  # (monotonic time, s waited for a CPU)
         self._due: float | None = None  # when the next tick should run
 
+    def _keep(self, window: deque[tuple[float, float]], now: float, value: float) -> None:
+        window.append((now, value))
+        while window and now - window[0][0] > self.keep_s:
+            window.popleft()
+
     def record(self, now: float, lag: float) -> None:
-        self._seen.append((now, lag))
-        while self._seen and now - self._seen[0][0] > self.keep_s:
-            self._seen.popleft()
+        self._keep(self._seen, now, lag)
         if self.metrics is not None:
             self.metrics.loop_lag.observe(lag)
 
     def waited(self, now: float, seconds: float) -> None:
         """The loop's thread waited ``seconds`` for a CPU since the last tick."""
-        self._waited.append((now, seconds))
-        while self._waited and now - self._waited[0][0] > self.keep_s:
-            self._waited.popleft()
+        self._keep(self._waited, now, seconds)
         if self.metrics is not None:
             self.metrics.loop_cpu_wait.inc(seconds)
 
