@@ -95,8 +95,9 @@ class OpenAiHttp:
         if self._session is not None:
             await self._session.close()
 
-    async def post(self, path: str, body: dict[str, Any]) -> Any:
-        return await self.request("POST", path, json.dumps(body).encode())
+    async def post(self, path: str, body: bytes) -> Any:
+        """POST ``body``, JSON already."""
+        return await self.request("POST", path, body)
 
     async def get(self, path: str, *, seconds: float | None = None, retries: int | None = None) -> Any:
         return await self.request("GET", path, None, seconds=seconds, retries=retries)

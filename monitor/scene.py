@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from monitor.scaling import resize
 from monitor.sources.base import Image, Yuv
 
 Thumb = npt.NDArray[np.uint8]
@@ -28,16 +29,26 @@ THUMB_WIDTH = 160
 
 
 def thumbnail(frame: Image) -> Thumb:
-    """~0.2 ms at 1080p: bilinear to 2x the size, then a box filter halving, then a blur.
+    """A small blurred grey picture of the frame: ~0.04 ms for a live frame, ~0.2 ms at 1080p.
 
-    Grey is the luma: a YUV frame's own first plane, so it is never converted.
+    Grey is the luma: a YUV frame's own first plane, so it is never converted. A live
+    frame is held at the model's size, a few times the thumbnail's: box-filter halvings
+    get there cheapest (0.04 against 0.12 ms at 644x364, on the event loop every
+    sample). A recording's full-size BGR frame goes bilinear to 2x the size first,
+    which reads only the pixels it needs.
     """
-    image = frame.planes()[0] if isinstance(frame, Yuv) else frame
-    h, w = image.shape[:2]
+    if isinstance(frame, Yuv):
+        return blur(resize(frame.planes()[0], THUMB_WIDTH,
+                           max(1, round(frame.height * THUMB_WIDTH / frame.width))))
+    h, w = frame.shape[:2]
     tw, th = THUMB_WIDTH, max(1, round(h * THUMB_WIDTH / w))
-    small = cv2.resize(image, (tw * 2, th * 2), interpolation=cv2.INTER_LINEAR)
+    small = cv2.resize(frame, (tw * 2, th * 2), interpolation=cv2.INTER_LINEAR)
     small = cv2.resize(small, (tw, th), interpolation=cv2.INTER_AREA)
-    gray = small if small.ndim == 2 else cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
+    return blur(small if small.ndim == 2 else cv2.cvtColor(small, cv2.COLOR_BGR2GRAY))
+
+
+def blur(gray: cv2.typing.MatLike) -> Thumb:
+    """Sensor noise out of the comparison."""
     return np.asarray(cv2.GaussianBlur(gray, (3, 3), 0), np.uint8)
 
 

@@ -77,7 +77,7 @@ def test_default_budget_is_about_300_tokens_for_common_camera_sizes() -> None:
 
 
 def test_resize_halves_then_interpolates_to_the_exact_size() -> None:
-    from monitor.preprocess import resize
+    from monitor.scaling import resize
 
     frame = np.zeros((1080, 1920, 3), np.uint8)
     frame[::2] = 255  # a one-pixel stripe pattern aliases badly without a box filter
@@ -87,7 +87,7 @@ def test_resize_halves_then_interpolates_to_the_exact_size() -> None:
 
 
 def test_resize_of_odd_sides_halves_exactly_and_keeps_the_picture() -> None:
-    from monitor.preprocess import resize
+    from monitor.scaling import resize
 
     plane = np.zeros((91, 161), np.uint8)
     plane[:, 80:] = 200  # left dark, right bright: a halving that misplaced columns would smear it

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import numpy as np
@@ -12,7 +13,7 @@ from monitor.config import VlmConfig
 from monitor.metrics import Metrics
 from monitor.openai_http import env_proxy
 from monitor.preprocess import prepare
-from monitor.vlm import BadAnswer, Rejected, Unavailable, VlmClient, error_message
+from monitor.vlm import BadAnswer, Rejected, Unavailable, VlmClient, chat_body, chat_request, error_message
 from tests.conftest import free_port
 from tests.fakes.vllm import FakeVLM
 
@@ -205,6 +206,13 @@ def test_error_message_reads_both_vllm_shapes() -> None:
     assert error_message(nested, "?") == "At most 1 image(s) may be provided in one prompt."
     assert error_message(flat, "?") == "The model `x` does not exist."
     assert error_message("nonsense", "fallback") == "fallback"
+
+
+def test_the_body_sent_is_the_request_even_when_a_target_names_an_empty_image() -> None:
+    image = jpeg(True)
+    sly = 'a sign reading "data:image/jpeg;base64," on a door'
+    for targets in ([RED], [sly, "data:image/jpeg;base64,"]):
+        assert json.loads(chat_body("qwen", image, targets, 200)) == chat_request("qwen", image, targets, 200)
 
 
 async def test_several_targets_are_asked_in_one_request(fake_vlm: FakeVLM) -> None:
