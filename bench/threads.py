@@ -1,7 +1,7 @@
 """Where the daemon's CPU goes, thread by thread: run time and time waiting for a core.
 
-`python -m bench.threads [--profile sub] [--cameras 20] [--seconds 20] [--windows 2]`
-runs the daemon on ``bench.fleet``'s stream of that profile and, per window,
+`python -m bench.threads [--profile sub] [--cameras 20] [--seconds 20] [--windows 2]
+[--before REF]` runs the daemon on ``bench.fleet``'s stream of that profile and, per window,
 reads every thread's ``/proc/PID/task/TID/schedstat`` (ns on a CPU, ns ready
 but waiting on a run queue) for three groups: the event loop (the thread
 whose id is the daemon's pid), the daemon's other threads (preprocessing,
@@ -10,19 +10,27 @@ time is given per judged sample and as cores; its wait as seconds a second.
 A loop that waits for a core much more than it runs is starved by the
 machine, not busy with its own work (at 300 sub-stream cameras here: runs
 0.11 s of a second, waits 0.55). It prints what each camera received. It is a
-breakdown, not a comparison: `bench.fleet` measures the same daemon against
-plain FFmpeg on the same stream.
+breakdown, not a comparison with FFmpeg: `bench.fleet` measures the daemon
+against plain FFmpeg on the same stream.
+
+With ``--before REF`` the daemon at that commit runs too, at the same time and
+with as many cameras of its own, and both are read in the same windows. Runs
+apart differ by ~0.1 ms a sample in the daemon's process and ±20% from day to
+day, which hides a small change; two daemons side by side share whatever the
+machine does, so the difference between them is the change.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
+import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-from bench.fleet import PROFILES, per_stream, served, start_daemon, total, tree, wait_up
+from bench.fleet import PROFILES, before_tree, per_stream, served, start_daemon, total, tree, wait_up
 from tests.conftest import ROOT
 from tests.fakes.vllm import FakeVLM
 from tests.rtsp import RtspServer
@@ -54,29 +62,41 @@ def judged(m: dict[str, float]) -> float:
     return total(m, "frames_analysed_total") + total(m, "verdicts_reused_total")
 
 
+Window = tuple[float, float, dict[str, tuple[float, float]]]
+
+
 def measure(server: RtspServer, fake: FakeVLM, cameras: int, seconds: float, windows: int,
-            tmp: Path) -> list[tuple[float, float, dict[str, tuple[float, float]]]]:
-    """Per window: samples judged a second, the median camera's kbit/s received, and each
-    group's (cores, waiting s/s)."""
+            tmp: Path, trees: dict[str, Path]) -> dict[str, list[Window]]:
+    """Per daemon, per window: samples judged a second, the median camera's kbit/s received,
+    and each group's (cores, waiting s/s). With two trees both daemons run at once, each with
+    ``cameras`` cameras, and are read in the same windows: whatever the machine does to one
+    (a slower hour, a busy neighbour) it does to the other."""
     names = [f"cam{i:03d}" for i in range(cameras)]
-    daemon = start_daemon(ROOT, dict.fromkeys(names, server.url()), fake.base_url,
-                          tmp / f"state-{time.monotonic_ns()}")
-    rows = []
+    daemons = {label: start_daemon(tree, dict.fromkeys(names, server.url()), fake.base_url,
+                                   tmp / f"state-{label}-{time.monotonic_ns()}")
+               for label, tree in trees.items()}
+    rows: dict[str, list[Window]] = {label: [] for label in daemons}
     try:
-        if wait_up(daemon, names, 120) is None:
-            raise RuntimeError("not every camera came up")
+        for daemon in daemons.values():
+            if wait_up(daemon, names, 120) is None:
+                raise RuntimeError("not every camera came up")
         time.sleep(10)
         for _ in range(windows):
-            m0, s0, t0 = daemon.metrics(), schedstat(daemon.proc.pid), time.monotonic()
+            before = {k: (d.metrics(), schedstat(d.proc.pid)) for k, d in daemons.items()}
+            t0 = time.monotonic()
             time.sleep(seconds)
-            m1, s1, t1 = daemon.metrics(), schedstat(daemon.proc.pid), time.monotonic()
-            span = t1 - t0
-            received = per_stream(m0, m1, "capture_received_bytes_total", names)
-            kbps = sorted(b * 8 / 1000 / span for b in received)
-            rows.append(((judged(m1) - judged(m0)) / span, kbps[len(kbps) // 2],
-                         {g: ((s1[g][0] - s0[g][0]) / span, (s1[g][1] - s0[g][1]) / span) for g in GROUPS}))
+            after = {k: (d.metrics(), schedstat(d.proc.pid)) for k, d in daemons.items()}
+            span = time.monotonic() - t0
+            for label in daemons:
+                (m0, s0), (m1, s1) = before[label], after[label]
+                received = per_stream(m0, m1, "capture_received_bytes_total", names)
+                kbps = sorted(b * 8 / 1000 / span for b in received)
+                rows[label].append(((judged(m1) - judged(m0)) / span, kbps[len(kbps) // 2],
+                                    {g: ((s1[g][0] - s0[g][0]) / span, (s1[g][1] - s0[g][1]) / span)
+                                     for g in GROUPS}))
     finally:
-        daemon.stop()
+        for daemon in daemons.values():
+            daemon.stop()
     return rows
 
 
@@ -86,28 +106,41 @@ def main() -> None:
     parser.add_argument("--cameras", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--windows", type=int, default=2)
+    parser.add_argument("--before", metavar="REF",
+                        help="also the daemon at this git commit: both at once, read in the same windows")
     args = parser.parse_args()
     fake = FakeVLM().start()
     fake.latency = 0.08
     server = PROFILES[args.profile].server()
+    tmp = Path(tempfile.mkdtemp(prefix="threads-"))
+    trees = {"now": ROOT}
+    if args.before:
+        trees = {"before": before_tree(args.before, tmp), **trees}
     try:
         server.prime()
-        with tempfile.TemporaryDirectory(prefix="threads-") as tmp:
-            rows = served(server, lambda: measure(server, fake, args.cameras, args.seconds, args.windows,
-                                                  Path(tmp)),
-                          lambda rows: all(rate > 0 for rate, _, _ in rows))
+        rows = served(server, lambda: measure(server, fake, args.cameras, args.seconds, args.windows,
+                                              tmp, trees),
+                      lambda rows: all(rate > 0 for runs in rows.values() for rate, _, _ in runs))
     finally:
         server.kill()
         fake.stop()
-    print(f"{args.cameras} cameras, {PROFILES[args.profile].label}; {args.seconds:g} s windows; "
+        if args.before:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tmp / "before")],
+                           capture_output=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+    together = " each, both at once" if args.before else ""
+    print(f"{args.cameras} cameras{together}, {PROFILES[args.profile].label}; {args.seconds:g} s windows; "
           "the stand-in model at 80 ms and the RTSP server on the same cores")
-    print("| window | received kbit/s per camera (median) | judged/s | group | ms a judged sample | cores "
-          "| waiting for a core, s a second |")
-    print("|---|---|---|---|---|---|---|")
-    for i, (rate, kbps, groups) in enumerate(rows, 1):
-        for group, (cores, waiting) in groups.items():
-            ms = cores / rate * 1e3 if rate else float("nan")
-            print(f"| {i} | {kbps:.0f} | {rate:.1f} | {group} | {ms:.2f} | {cores:.2f} | {waiting:.2f} |")
+    print("| window | daemon | received kbit/s per camera (median) | judged/s | group | ms a judged sample "
+          "| cores | waiting for a core, s a second |")
+    print("|---|---|---|---|---|---|---|---|")
+    for i in range(args.windows):
+        for label, runs in rows.items():
+            rate, kbps, groups = runs[i]
+            for group, (cores, waiting) in groups.items():
+                ms = cores / rate * 1e3 if rate else float("nan")
+                print(f"| {i + 1} | {label} | {kbps:.0f} | {rate:.1f} | {group} | {ms:.2f} | {cores:.2f} "
+                      f"| {waiting:.2f} |")
 
 
 if __name__ == "__main__":
