@@ -104,7 +104,10 @@ async def test_a_live_stream_is_sampled_once_a_second_and_alerts_once(
 
 async def test_b_server_killed_for_10_s_reconnects_and_alerts_again(
         rtsp: RtspServer, fake_vlm: FakeVLM, receiver: Receiver) -> None:
-    async with daemon(fake_vlm, receiver, [live(rtsp.url())]) as metrics:
+    # A hold-off longer than the first reconnect's backoff (0.5-1 s): the announcement then
+    # comes after a reconnect has failed, however slowly the machine runs (with 1 s, the
+    # first reconnect could lose the race and the older reason be announced).
+    async with daemon(fake_vlm, receiver, [live(rtsp.url(), down_alert_after_seconds=3)]) as metrics:
         await until(lambda: value(metrics, "stream_up", stream="cam") == 1, 20, "stream up")
         await asyncio.to_thread(rtsp.kill)
         await until(lambda: bool(events(receiver, "stream_down")), 15, "stream_down")
