@@ -538,6 +538,12 @@ def before_tree(ref: str, tmp: Path) -> Path:
     return path
 
 
+def drop_before_tree(tmp: Path) -> None:
+    """Undo ``before_tree``, if it was made."""
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tmp / "before")],
+                   capture_output=True)
+
+
 def per_sample_ms(cpu_per_cam_min: float, judged_ratio: float) -> float:
     """CPU-s per camera-minute as milliseconds per judged sample (one due a second)."""
     return cpu_per_cam_min / 60 / max(judged_ratio, 1e-9) * 1000
@@ -649,8 +655,7 @@ def main() -> None:
     finally:
         fake.stop()
         if args.before:
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force",
-                            str(tmp / "before")], capture_output=True)
+            drop_before_tree(tmp)
         shutil.rmtree(tmp, ignore_errors=True)
     print()
     print(f"{n} cameras per profile, one shared live-encoded H.264 stream, 25 fps, a keyframe every "

@@ -25,12 +25,21 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-from bench.fleet import PROFILES, before_tree, per_stream, served, start_daemon, total, tree, wait_up
+from bench.fleet import (
+    PROFILES,
+    before_tree,
+    drop_before_tree,
+    per_stream,
+    served,
+    start_daemon,
+    total,
+    tree,
+    wait_up,
+)
 from tests.conftest import ROOT
 from tests.fakes.vllm import FakeVLM
 from tests.rtsp import RtspServer
@@ -125,8 +134,7 @@ def main() -> None:
         server.kill()
         fake.stop()
         if args.before:
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tmp / "before")],
-                           capture_output=True)
+            drop_before_tree(tmp)
         shutil.rmtree(tmp, ignore_errors=True)
     together = " each, both at once" if args.before else ""
     print(f"{args.cameras} cameras{together}, {PROFILES[args.profile].label}; {args.seconds:g} s windows; "

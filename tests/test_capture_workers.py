@@ -142,7 +142,8 @@ def test_the_loop_counts_the_time_it_waited_for_a_cpu() -> None:
     assert runqueue_wait_s("812345 2500000000 7\n") == 2.5
     metrics = Metrics()
     lag = LoopLag(metrics)
-    cpu = min(os.sched_getaffinity(0))
+    cpus = os.sched_getaffinity(0)
+    cpu = min(cpus)
 
     async def busy(seconds: float) -> float:
         """The loop busy for ``seconds``, giving the ticks their turn; its wait, as counted."""
@@ -160,7 +161,6 @@ def test_the_loop_counts_the_time_it_waited_for_a_cpu() -> None:
         assert lag.cpu_wait_since(began) == pytest.approx(waited, abs=0.3)
         return waited
 
-    cpus = os.sched_getaffinity(0)
     with subprocess.Popen([sys.executable, "-c", f"import os\nos.sched_setaffinity(0, {{{cpu}}})\n"
                            "print(flush=True)\nwhile True: pass"], stdout=subprocess.PIPE) as hog:
         try:
