@@ -17,7 +17,13 @@ With ``--before REF`` the daemon at that commit runs too, at the same time and
 with as many cameras of its own, and both are read in the same windows. Runs
 apart differ by ~0.1 ms a sample in the daemon's process and ±20% from day to
 day, which hides a small change; two daemons side by side share whatever the
-machine does, so the difference between them is the change.
+machine does. Not quite all: two copies of one commit side by side differed
+in their capture workers by 0.35-0.46 ms a sample in one run and by 0.06-0.16
+in the next, started in the other order (the same copy costing more both
+times); their event loops by up to 0.1 ms window to window. So both orders are run, and the summary
+gives the change (now - before, every window of both orders, mean, least and
+most) beside the order's own effect (second - first). A change inside what
+an A/A run (``--before HEAD`` on a clean tree) prints is not shown by this bench.
 """
 
 from __future__ import annotations
@@ -27,7 +33,9 @@ import os
 import shutil
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
+from statistics import mean
 
 from bench.fleet import (
     PROFILES,
@@ -122,33 +130,59 @@ def main() -> None:
     fake.latency = 0.08
     server = PROFILES[args.profile].server()
     tmp = Path(tempfile.mkdtemp(prefix="threads-"))
-    trees = {"now": ROOT}
+    orders = [{"now": ROOT}]
     if args.before:
-        trees = {"before": before_tree(args.before, tmp), **trees}
+        old = before_tree(args.before, tmp)
+        orders = [{"before": old, "now": ROOT}, {"now": ROOT, "before": old}]
+    runs: list[dict[str, list[Window]]] = []
     try:
-        server.prime()
-        rows = served(server, lambda: measure(server, fake, args.cameras, args.seconds, args.windows,
-                                              tmp, trees),
-                      lambda rows: all(rate > 0 for runs in rows.values() for rate, _, _ in runs))
+        for trees in orders:
+            run = partial(measure, server, fake, args.cameras, args.seconds, args.windows, tmp, trees)
+            runs.append(served(server, run, lambda rows: all(
+                rate > 0 for windows in rows.values() for rate, _, _ in windows)))
     finally:
         server.kill()
         fake.stop()
         if args.before:
             drop_before_tree(tmp)
         shutil.rmtree(tmp, ignore_errors=True)
-    together = " each, both at once" if args.before else ""
+    together = " each, both at once, in either order" if args.before else ""
     print(f"{args.cameras} cameras{together}, {PROFILES[args.profile].label}; {args.seconds:g} s windows; "
           "the stand-in model at 80 ms and the RTSP server on the same cores")
-    print("| window | daemon | received kbit/s per camera (median) | judged/s | group | ms a judged sample "
-          "| cores | waiting for a core, s a second |")
-    print("|---|---|---|---|---|---|---|---|")
-    for i in range(args.windows):
-        for label, runs in rows.items():
-            rate, kbps, groups = runs[i]
-            for group, (cores, waiting) in groups.items():
-                ms = cores / rate * 1e3 if rate else float("nan")
-                print(f"| {i + 1} | {label} | {kbps:.0f} | {rate:.1f} | {group} | {ms:.2f} | {cores:.2f} "
-                      f"| {waiting:.2f} |")
+    print("| started | window | daemon | received kbit/s per camera (median) | judged/s | group "
+          "| ms a judged sample | cores | waiting for a core, s a second |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for rows in runs:
+        for i in range(args.windows):
+            for place, (label, windows) in enumerate(rows.items()):
+                rate, kbps, groups = windows[i]
+                for group, (cores, waiting) in groups.items():
+                    print(f"| {('first', 'second')[place]} | {i + 1} | {label} | {kbps:.0f} | {rate:.1f} "
+                          f"| {group} | {per_sample(cores, rate):.2f} | {cores:.2f} | {waiting:.2f} |")
+    if args.before:
+        print("| group | now - before, ms a judged sample: mean (least, most) | second started - first: mean |")
+        print("|---|---|---|")
+        for group in GROUPS:
+            change, order = differences(runs, group)
+            print(f"| {group} | {mean(change):+.2f} ({min(change):+.2f}, {max(change):+.2f}) "
+                  f"| {mean(order):+.2f} |")
+
+
+def per_sample(cores: float, rate: float) -> float:
+    return cores / rate * 1e3 if rate else float("nan")
+
+
+def differences(runs: list[dict[str, list[Window]]], group: str) -> tuple[list[float], list[float]]:
+    """One group's ms a judged sample, window by window: now - before, and second - first
+    (the daemons in the order they were started). Pure."""
+    change, order = [], []
+    for rows in runs:
+        (first, a), (_, b) = rows.items()
+        for wa, wb in zip(a, b, strict=True):
+            ms_a, ms_b = (per_sample(w[2][group][0], w[0]) for w in (wa, wb))
+            change.append(ms_a - ms_b if first == "now" else ms_b - ms_a)
+            order.append(ms_b - ms_a)
+    return change, order
 
 
 if __name__ == "__main__":
