@@ -160,7 +160,8 @@ def main() -> None:
                     print(f"| {('first', 'second')[place]} | {i + 1} | {label} | {kbps:.0f} | {rate:.1f} "
                           f"| {group} | {per_sample(cores, rate):.2f} | {cores:.2f} | {waiting:.2f} |")
     if args.before:
-        print("| group | now - before, ms a judged sample: mean (least, most) | second started - first: mean |")
+        print("| group | now - before, ms a judged sample: mean (least, most) "
+              "| second started - first: mean |")
         print("|---|---|---|")
         for group in GROUPS:
             change, order = differences(runs, group)
