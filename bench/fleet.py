@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.fleet [--profiles sub,720p,1080p,quiet] [--cameras 20]
         [--seconds 30] [--threads] [--overload 100] [--overload-profile 720p]
         [--capacity 20,40,60,80,100]
-        [--before REF] [--hung] [--soak SECONDS]
+        [--before REF] [--hung] [--soak SECONDS] [--soak-cameras 100]
 
 A real RTSP server (GStreamer, tests/fakes/rtsp_server.py) serves every camera
 one shared, live-encoded 25 fps H.264 stream with a keyframe every second, at
@@ -490,10 +490,15 @@ def soak(tree: Path, server: RtspServer, fake: FakeVLM, n: int, seconds: float, 
         if wait_up(daemon, names, 120) is None:
             raise RuntimeError(f"soak: only {up_count(daemon.metrics(), names)} of {n} cameras came up")
         samples = [daemon.rss_mb()]
+        metrics = daemon.metrics()
         for _ in range(int(seconds // 60)):
             time.sleep(60)
             samples.append(daemon.rss_mb())
-            print(f"soak: {n} cameras, PSS {samples[-1]:.0f} MB", flush=True)
+            before, metrics = metrics, daemon.metrics()
+            judged = sum(total(metrics, m) - total(before, m)
+                         for m in ("frames_analysed_total", "verdicts_reused_total")) / 60
+            print(f"soak: {n} cameras, PSS {samples[-1]:.0f} MB, {judged:.1f} judged a second, "
+                  f"{up_count(metrics, names)} up", flush=True)
     finally:
         daemon.stop()
     return samples
@@ -571,7 +576,9 @@ def main() -> None:
     parser.add_argument("--hung", action="store_true", help="then 10 healthy + 5 hung cameras")
     parser.add_argument("--json", metavar="FILE", help="write the results here too")
     parser.add_argument("--soak", type=float, default=0.0, metavar="SECONDS",
-                        help="then run 100 sub-stream cameras this long, RSS once a minute")
+                        help="then run --soak-cameras sub-stream cameras this long, RSS once a minute")
+    parser.add_argument("--soak-cameras", type=int, default=100, metavar="N",
+                        help="how many (more than the box takes whole: does overload grow anything?)")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="fleet-"))
     trees = {"after": ROOT}
@@ -648,8 +655,8 @@ def main() -> None:
                     print(f"10 healthy + 5 hung cameras: healthy up after {fmt(first, '.1f')} s, back "
                           f"{fmt(back, '.1f')} s after their server returned", flush=True)
                 if args.soak:
-                    results["soak_rss_mb"] = served(server, partial(soak, ROOT, server, fake, 100, args.soak,
-                                                                    tmp / "soak"))
+                    run = partial(soak, ROOT, server, fake, args.soak_cameras, args.soak, tmp / "soak")
+                    results["soak_rss_mb"] = served(server, run)
             finally:
                 server.kill()
     finally:
@@ -696,7 +703,7 @@ def main() -> None:
               f"CPU-s per camera-minute {over.cpu_per_cam_min:.2f} "
               f"({over.main_per_cam_min:.2f} in the daemon's process)")
     if "soak_rss_mb" in results:
-        print("PSS of 100 sub-stream cameras with their workers, once a minute:",
+        print(f"PSS of {args.soak_cameras} sub-stream cameras with their workers, once a minute:",
               ", ".join(f"{v:.0f}" for v in results["soak_rss_mb"]), "MB")  # type: ignore[attr-defined]
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))

@@ -51,6 +51,8 @@ def test_the_statefulset_runs_one_shard_per_pod_hardened_and_probed() -> None:
     assert security["capabilities"]["drop"] == ["ALL"] and pod["securityContext"]["runAsNonRoot"]
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    # An overloaded pod answers in up to ~0.75 s; the default 1 s would restart a working one.
+    assert all(container[p]["timeoutSeconds"] >= 5 for p in ("livenessProbe", "readinessProbe"))
     assert sts["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "state"
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
     (configmap,) = by_kind("ConfigMap")
