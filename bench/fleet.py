@@ -499,6 +499,10 @@ def soak(tree: Path, server: RtspServer, fake: FakeVLM, n: int, seconds: float, 
                          for m in ("frames_analysed_total", "verdicts_reused_total")) / 60
             print(f"soak: {n} cameras, PSS {samples[-1]:.0f} MB, {judged:.1f} judged a second, "
                   f"{up_count(metrics, names)} up", flush=True)
+        down = [name for name in names if metrics.get(f'vlm_monitor_stream_up{{stream="{name}"}}') != 1.0]
+        for name in down[:5]:  # why: each one's last lines
+            said = [line.strip() for line in daemon.lines if f'"{name}"' in line]
+            print(f"soak: {name} down at the end; its last lines:", *said[-4:], sep="\n  ", flush=True)
     finally:
         daemon.stop()
     return samples
