@@ -31,7 +31,7 @@ from monitor.sources.pool import CapturePool, worker_count
 from monitor.sources.slot import FrameSlot, capacity, memory
 from monitor.sources.worker import CaptureSpec
 from monitor.vlm import Late, Unavailable
-from tests.conftest import free_port
+from tests.conftest import ROOT, free_port
 from tests.fakes.vllm import FakeVLM
 from tests.rtsp import RtspServer
 from tests.test_live import daemon, live, until, value
@@ -79,6 +79,50 @@ def test_a_torn_read_is_never_handed_on() -> None:
         buffer[0:8] = (seq + 1).to_bytes(8, "little")
         assert slot.read() is first  # the last whole frame, not the half-written one
     finally:
+        buffer.close()
+        os.close(fd)
+
+
+# A capture worker's side of a slot: frames of two sizes, each of its own value, written
+# as fast as Python can, as a worker would at a hundred cameras' worth of keyframes.
+RACING_WRITER = """
+import mmap, sys, time
+import numpy as np
+from monitor.sources.base import Yuv
+from monitor.sources.slot import FrameSlot
+slot = FrameSlot(mmap.mmap(int(sys.argv[1]), int(sys.argv[2])))
+frames = [Yuv(np.full((48, 32), 1, np.uint8)), Yuv(np.full((24, 16), 2, np.uint8))]
+print("ready", flush=True)
+end, i = time.monotonic() + float(sys.argv[3]), 0
+while time.monotonic() < end:
+    slot.write(frames[i % 2], 1.0, 0.0, 1.0, 0.0, i)
+    i += 1
+"""
+
+
+def test_a_reader_racing_a_writer_in_another_process_gets_only_whole_frames() -> None:
+    """The header's own write must not be seen half done: ``struct.pack_into`` zeroes its
+    bytes first, and a reader once took a frame 0 px wide from it (a stream crashed)."""
+    fd, buffer = memory(capacity(32 * 32), "t")
+    writer = subprocess.Popen([sys.executable, "-c", RACING_WRITER, str(fd), str(len(buffer)), "5"],
+                              pass_fds=[fd], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        assert writer.stdout is not None and writer.stdout.readline().strip() == "ready"
+        reader, seen, frames = FrameSlot(buffer), set(), 0
+        end = time.monotonic() + 1.5
+        while time.monotonic() < end and writer.poll() is None:
+            got = reader.read()
+            if got is None:
+                continue
+            frames += 1
+            f = got.frame
+            assert (f.width, f.height, int(f.data.min()), int(f.data.max())) in {(32, 32, 1, 1),
+                                                                                 (16, 16, 2, 2)}
+            seen.add(f.width)
+        assert seen == {32, 16} and frames > 1000
+    finally:
+        writer.kill()
+        writer.wait()
         buffer.close()
         os.close(fd)
 

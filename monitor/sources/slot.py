@@ -1,9 +1,13 @@
 """One camera's newest frame in shared memory: written by a capture worker, read by the daemon.
 
 A seqlock over one buffer: the writer makes the sequence number odd, writes
-the frame and its header, then makes it even; a reader copies the frame and
-keeps it only if the number was even and unchanged across the copy. The
-writer never waits for a reader, and a reader never sees half a frame. The
+the frame and the rest of its header, then makes the number even; a reader
+reads the number first, then the header and the frame, and keeps them only
+if the number was even and unchanged across the copy. The writer never waits
+for a reader, and a reader never sees half a frame. The number is stored
+whole, by one 8-byte copy: ``struct.pack_into`` zeroes its bytes before it
+writes them, so a reader that came in between saw a frame 0 px wide (one
+camera of 300 crashed so after 5 minutes, issue 20). The
 daemon copies a frame only when it samples one (once an interval), so the
 bytes of a camera's other frames never enter its interpreter.
 """
@@ -23,6 +27,7 @@ from monitor.sources.base import Yuv
 # connected_at (monotonic, 0 until the first frame), lag (s), received bytes, width, height
 HEADER = struct.Struct("<QddddQII")
 SEQ = struct.Struct("<Q")
+FIELDS = struct.Struct("<ddddQII")  # the header after seq
 # The largest frame a slot holds: the model's budget is far below it; this bounds a
 # hostile camera's size (a 16k x 16k SPS) to what the capacity allows.
 MAX_PIXELS = 4096 * 2304
@@ -65,12 +70,13 @@ class FrameSlot:
         width, height, data = frame.width, frame.height, frame.data
         if HEADER.size + data.nbytes > len(self.buffer):
             return False
-        seq = SEQ.unpack_from(self.buffer, 0)[0] | 1  # odd: a write is under way
-        SEQ.pack_into(self.buffer, 0, seq)
+        seq = SEQ.unpack_from(self.buffer, 0)[0] | 1
+        self.buffer[:SEQ.size] = SEQ.pack(seq)  # odd: a write is under way
         view = np.frombuffer(self.buffer, np.uint8, data.nbytes, HEADER.size)
         view[:] = data.reshape(-1)
         del view  # a live export would keep the mapping from being closed
-        HEADER.pack_into(self.buffer, 0, seq + 1, taken, wall, connected_at, lag, received, width, height)
+        FIELDS.pack_into(self.buffer, SEQ.size, taken, wall, connected_at, lag, received, width, height)
+        self.buffer[:SEQ.size] = SEQ.pack(seq + 1)  # even, and last: the frame is whole
         return True
 
     # The reader's side (the daemon).
@@ -80,14 +86,17 @@ class FrameSlot:
     def read(self) -> SlotFrame | None:
         """The newest whole frame, or None before the first; copied only when it is new."""
         for _ in range(100):
-            seq, taken, wall, _, lag, _, width, height = HEADER.unpack_from(self.buffer, 0)
+            seq = SEQ.unpack_from(self.buffer, 0)[0]
             if seq == 0:
                 return None
             if seq % 2:
                 continue  # being written: the next try sees it done (a copy takes ~0.1 ms)
             if self._last is not None and self._last.seq == seq:
                 return self._last
+            taken, wall, _, lag, _, width, height = FIELDS.unpack_from(self.buffer, SEQ.size)
             rows = height * 3 // 2
+            if width <= 0 or rows <= 0 or HEADER.size + rows * width > len(self.buffer):
+                continue  # read across a write: the number has moved on, or will have
             data = np.frombuffer(self.buffer, np.uint8, rows * width, HEADER.size).reshape(rows, width).copy()
             if SEQ.unpack_from(self.buffer, 0)[0] == seq:
                 self._last = SlotFrame(seq, taken, wall, Yuv(data), lag)
