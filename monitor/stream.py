@@ -27,6 +27,7 @@ from monitor.alerts.dispatch import Dispatcher
 from monitor.alerts.model import Alert
 from monitor.alerts.sink import LiveState
 from monitor.alerts.snapshots import with_box
+from monitor.backoff import backoff_delay
 from monitor.board import THUMB_WIDTH, Board
 from monitor.config import StreamSettings
 from monitor.feedback import Feedback
@@ -45,6 +46,9 @@ from monitor.urls import is_live
 from monitor.verify import region, second_look
 from monitor.vlm import VlmClient
 from monitor.zones import area, view_for
+
+# A live stream that crashed is started again after 1 s, doubling up to this.
+RESTART_CAP_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,11 +128,30 @@ class StreamRunner:
             # The group holds stream_down/up alerts on their way to the outbox; it is left
             # only once they are stored, after the source has stopped.
             async with asyncio.TaskGroup() as self._announcements:
-                await self._run(url)
+                attempt = 0
+                while True:
+                    began = time.monotonic()
+                    if not await self._run(url) or not self.live or self.stopping.is_set():
+                        break
+                    # A bug met by one camera's frames: the camera is still there to watch.
+                    if time.monotonic() - began > RESTART_CAP_S:
+                        attempt = 0  # it had run a while: not a crash loop
+                    delay = backoff_delay(attempt, 1.0, RESTART_CAP_S)
+                    attempt += 1
+                    self.metrics.stream_up.labels(self.cfg.name).set(0)
+                    if self.board is not None:
+                        self.board.state(self.cfg.name, False, f"crashed; restarting in {delay:.0f} s")
+                    try:
+                        await asyncio.wait_for(self.stopping.wait(), delay)
+                        break
+                    except TimeoutError:
+                        self.failed = False
+                        self._log.info("stream restarting")
         finally:
             self.metrics.stream_up.labels(self.cfg.name).set(0)
 
-    async def _run(self, url: str) -> None:
+    async def _run(self, url: str) -> bool:
+        """One run of the stream, until it ends, fails or stops; whether it crashed."""
         try:
             async with AsyncExitStack() as stack:
                 samples, analyzer, window = await self._open(stack, url)
@@ -143,6 +166,8 @@ class StreamRunner:
         except Exception as e:  # one stream's bug must not take the others down
             self.failed = True
             self._log.error("stream crashed", error=f"{type(e).__name__}: {e}", exc_info=True)
+            return True
+        return False
 
     async def _open(self, stack: AsyncExitStack,
                     url: str) -> tuple[AsyncIterator[Sample | Dropped], FrameAnalyzer, int]:

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import yaml
 
+from monitor import pipeline
 from monitor.app import Daemon
 from monitor.config import parse_config
 from monitor.metrics import Metrics
@@ -202,6 +203,29 @@ async def test_f_a_frozen_stream_is_down_and_recovers(
         await asyncio.to_thread(rtsp.send, "thaw")
         await until(lambda: value(metrics, "stream_up", stream="cam") == 1, 30, "stream up again")
     assert "no frame for 2 s" in events(receiver, "stream_down")[0]["reason"]
+
+
+async def test_g_a_stream_that_crashes_is_started_again(
+        rtsp: RtspServer, fake_vlm: FakeVLM, receiver: Receiver, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bug met by one camera's frames (as when the slot once handed on a frame 0 px wide)
+    ends that stream's task; the camera is still there to watch, so it starts again."""
+    real, calls = pipeline.thumbnail, 0
+
+    def broken_once(frame: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise ZeroDivisionError("division by zero")
+        return real(frame)
+
+    monkeypatch.setattr(pipeline, "thumbnail", broken_once)
+    async with daemon(fake_vlm, receiver, [live(rtsp.url())]) as metrics:
+        await until(lambda: calls >= 3, 30, "the crash")
+        sampled = value(metrics, "frames_sampled_total", stream="cam")
+        await until(lambda: value(metrics, "frames_sampled_total", stream="cam") >= sampled + 2,
+                    30, "samples again")
+        await until(lambda: value(metrics, "stream_up", stream="cam") == 1, 10, "up again")
+    # Started again and running at the stop: not a failed stream (the helper checks exit code 0).
 
 
 async def test_model_server_down_for_30_s_no_false_alert_no_hammering_then_recovery(
