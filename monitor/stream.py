@@ -47,7 +47,7 @@ from monitor.verify import region, second_look
 from monitor.vlm import VlmClient
 from monitor.zones import area, view_for
 
-# A live stream that crashed is started again after 1 s, doubling up to this.
+# A live stream that crashed starts again after 0.5-1 s, the pause doubling up to this.
 RESTART_CAP_S = 60.0
 
 
