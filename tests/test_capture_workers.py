@@ -28,7 +28,7 @@ from monitor.sources.base import Yuv
 from monitor.sources.capture import Lag
 from monitor.sources.live import LiveSource
 from monitor.sources.pool import CapturePool, worker_count
-from monitor.sources.slot import FrameSlot, capacity, memory
+from monitor.sources.slot import FIELDS, FrameSlot, capacity, memory
 from monitor.sources.worker import CaptureSpec
 from monitor.vlm import Late, Unavailable
 from tests.conftest import ROOT, free_port
@@ -78,6 +78,11 @@ def test_a_torn_read_is_never_handed_on() -> None:
         seq = slot.header()[0]
         buffer[0:8] = (seq + 1).to_bytes(8, "little")
         assert slot.read() is first  # the last whole frame, not the half-written one
+        # A header whose sizes cannot be (0 px, or more than the slot holds) is never taken.
+        for i, (width, height) in enumerate(((0, 0), (32, 0), (4096, 4096))):
+            FIELDS.pack_into(buffer, 8, 2.0, 0.0, 1.0, 0.0, 0, width, height)
+            buffer[0:8] = (seq + 2 * (i + 1)).to_bytes(8, "little")  # even: whole, were it not for its sizes
+            assert slot.read() is first
     finally:
         buffer.close()
         os.close(fd)
