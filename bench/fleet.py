@@ -207,8 +207,18 @@ def total(m: dict[str, float], name: str) -> float:
     return sum(v for k, v in m.items() if k.startswith(f"vlm_monitor_{name}{{") or k == f"vlm_monitor_{name}")
 
 
+def down(m: dict[str, float], names: list[str]) -> list[str]:
+    """The named streams not up."""
+    return [n for n in names if m.get(f'vlm_monitor_stream_up{{stream="{n}"}}') != 1.0]
+
+
 def up_count(m: dict[str, float], names: list[str]) -> int:
-    return sum(1 for n in names if m.get(f'vlm_monitor_stream_up{{stream="{n}"}}') == 1.0)
+    return len(names) - len(down(m, names))
+
+
+def judged(m: dict[str, float]) -> float:
+    """Samples judged so far: analysed, or their verdicts reused (an unchanged scene)."""
+    return total(m, "frames_analysed_total") + total(m, "verdicts_reused_total")
 
 
 def wait_up(daemon: Daemon, names: list[str], within: float) -> float | None:
@@ -495,12 +505,10 @@ def soak(tree: Path, server: RtspServer, fake: FakeVLM, n: int, seconds: float, 
             time.sleep(60)
             samples.append(daemon.rss_mb())
             before, metrics = metrics, daemon.metrics()
-            judged = sum(total(metrics, m) - total(before, m)
-                         for m in ("frames_analysed_total", "verdicts_reused_total")) / 60
-            print(f"soak: {n} cameras, PSS {samples[-1]:.0f} MB, {judged:.1f} judged a second, "
+            print(f"soak: {n} cameras, PSS {samples[-1]:.0f} MB, "
+                  f"{(judged(metrics) - judged(before)) / 60:.1f} judged a second, "
                   f"{up_count(metrics, names)} up", flush=True)
-        down = [name for name in names if metrics.get(f'vlm_monitor_stream_up{{stream="{name}"}}') != 1.0]
-        for name in down[:5]:  # why: each one's last lines
+        for name in down(metrics, names)[:5]:  # why: each one's last lines
             said = [line.strip() for line in daemon.lines if f'"{name}"' in line]
             print(f"soak: {name} down at the end; its last lines:", *said[-4:], sep="\n  ", flush=True)
     finally:

@@ -20,9 +20,9 @@ day, which hides a small change; two daemons side by side share whatever the
 machine does. Not quite all: two copies of one commit side by side differed
 in their capture workers by 0.35-0.46 ms a sample in one run and by 0.06-0.16
 in the next, started in the other order (the same copy costing more both
-times); their event loops by up to 0.1 ms window to window. So both orders are run, and the summary
-gives the change (now - before, every window of both orders, mean, least and
-most) beside the order's own effect (second - first). A change inside what
+times); their event loops by up to 0.1 ms window to window. So both orders
+are run, and the summary gives the change (now - before, every window of both
+orders, mean, least and most) beside the order's own effect (second - first). A change inside what
 an A/A run (``--before HEAD`` on a clean tree) prints is not shown by this bench.
 """
 
@@ -41,10 +41,10 @@ from bench.fleet import (
     PROFILES,
     before_tree,
     drop_before_tree,
+    judged,
     per_stream,
     served,
     start_daemon,
-    total,
     tree,
     wait_up,
 )
@@ -73,10 +73,6 @@ def schedstat(pid: int) -> dict[str, tuple[float, float]]:
             r, w = out[group]
             out[group] = (r + ran, w + waited)
     return out
-
-
-def judged(m: dict[str, float]) -> float:
-    return total(m, "frames_analysed_total") + total(m, "verdicts_reused_total")
 
 
 Window = tuple[float, float, dict[str, tuple[float, float]]]
