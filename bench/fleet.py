@@ -4,6 +4,7 @@
         [--seconds 30] [--threads] [--overload 100] [--overload-profile 720p]
         [--capacity 20,40,60,80,100]
         [--before REF] [--hung] [--soak SECONDS] [--soak-cameras 100]
+        [--soak-profile sub] [--soak-kill]
 
 A real RTSP server (GStreamer, tests/fakes/rtsp_server.py) serves every camera
 one shared, live-encoded 25 fps H.264 stream with a keyframe every second, at
@@ -28,9 +29,11 @@ model-side drops and how fast /healthz and /metrics answer.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -491,9 +494,12 @@ def served(server: RtspServer, run: Callable[[], T], fair: Callable[[T], bool] =
     return result
 
 
-def soak(tree: Path, server: RtspServer, fake: FakeVLM, n: int, seconds: float, tmp: Path) -> list[float]:
+def soak(tree: Path, server: RtspServer, fake: FakeVLM, n: int, seconds: float, tmp: Path,
+         kill: bool = False) -> list[float]:
     """PSS in MB of the daemon and its workers, once a minute while ``n`` cameras run for
-    ``seconds``: is it flat?"""
+    ``seconds``: is it flat? With ``kill``, one capture worker is killed (SIGKILL, as a
+    decoder's crash ends it) at each minute's start, and how long its cameras took to be
+    back up is printed beside the daemon's open files: does a restart leave anything behind?"""
     names = [f"cam{i:03d}" for i in range(n)]
     daemon = start_daemon(tree, dict.fromkeys(names, server.url()), fake.base_url, tmp / "soak")
     try:
@@ -501,19 +507,53 @@ def soak(tree: Path, server: RtspServer, fake: FakeVLM, n: int, seconds: float, 
             raise RuntimeError(f"soak: only {up_count(daemon.metrics(), names)} of {n} cameras came up")
         samples = [daemon.rss_mb()]
         metrics = daemon.metrics()
-        for _ in range(int(seconds // 60)):
-            time.sleep(60)
+        for minute in range(int(seconds // 60)):
+            start = time.monotonic()
+            fault = kill_worker(daemon, names, minute) if kill else ""
+            time.sleep(max(0.0, 60 - (time.monotonic() - start)))
             samples.append(daemon.rss_mb())
             before, metrics = metrics, daemon.metrics()
             print(f"soak: {n} cameras, PSS {samples[-1]:.0f} MB, "
-                  f"{(judged(metrics) - judged(before)) / 60:.1f} judged a second, "
-                  f"{up_count(metrics, names)} up", flush=True)
+                  f"{(judged(metrics) - judged(before)) / (time.monotonic() - start):.1f} judged a second, "
+                  f"{up_count(metrics, names)} up, {open_files(daemon.proc.pid)} files open{fault}",
+                  flush=True)
         for name in down(metrics, names)[:5]:  # why: each one's last lines
             said = [line.strip() for line in daemon.lines if f'"{name}"' in line]
             print(f"soak: {name} down at the end; its last lines:", *said[-4:], sep="\n  ", flush=True)
     finally:
         daemon.stop()
     return samples
+
+
+def workers(pid: int) -> list[int]:
+    """The daemon's capture worker processes."""
+    found = []
+    for child in tree(pid):
+        with contextlib.suppress(OSError):
+            if b"monitor.sources.worker" in Path(f"/proc/{child}/cmdline").read_bytes():
+                found.append(child)
+    return sorted(found)
+
+
+def open_files(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def kill_worker(daemon: Daemon, names: list[str], turn: int) -> str:
+    """SIGKILL one capture worker (each in turn); what happened, for the soak's line."""
+    running = workers(daemon.proc.pid)
+    if not running:
+        return "; no capture worker to kill"
+    restarts = total(daemon.metrics(), "capture_worker_restarts_total")
+    victim = running[turn % len(running)]
+    killed = time.monotonic()
+    os.kill(victim, signal.SIGKILL)
+    while time.monotonic() - killed < 50:
+        m = daemon.metrics()
+        if total(m, "capture_worker_restarts_total") > restarts and not down(m, names):
+            return f"; a worker killed, every camera up again {time.monotonic() - killed:.1f} s later"
+        time.sleep(0.25)
+    return f"; a worker killed, {len(down(daemon.metrics(), names))} cameras still down 50 s later"
 
 
 def hung(tree: Path, server: RtspServer, fake: FakeVLM, tmp: Path) -> tuple[float | None, float | None]:
@@ -591,6 +631,10 @@ def main() -> None:
                         help="then run --soak-cameras sub-stream cameras this long, RSS once a minute")
     parser.add_argument("--soak-cameras", type=int, default=100, metavar="N",
                         help="how many (more than the box takes whole: does overload grow anything?)")
+    parser.add_argument("--soak-profile", choices=sorted(PROFILES), default="sub",
+                        help="the soak's stream (default sub)")
+    parser.add_argument("--soak-kill", action="store_true",
+                        help="during the soak, kill a capture worker at each minute's start")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="fleet-"))
     trees = {"after": ROOT}
@@ -658,17 +702,21 @@ def main() -> None:
                 results["overload"] = {k: v.__dict__ for k, v in overloads.items()}
             finally:
                 server.kill()
-        if args.hung or args.soak:
-            server = RtspServer(free_port(), gop=25, size="640x360", pattern="smpte", bitrate=512).start()
+        if args.hung:
+            server = PROFILES["sub"].server()
             try:
-                if args.hung:
-                    first, back = served(server, partial(hung, ROOT, server, fake, tmp / "hung"),
-                                         lambda r: r[0] is not None)
-                    print(f"10 healthy + 5 hung cameras: healthy up after {fmt(first, '.1f')} s, back "
-                          f"{fmt(back, '.1f')} s after their server returned", flush=True)
-                if args.soak:
-                    run = partial(soak, ROOT, server, fake, args.soak_cameras, args.soak, tmp / "soak")
-                    results["soak_rss_mb"] = served(server, run)
+                first, back = served(server, partial(hung, ROOT, server, fake, tmp / "hung"),
+                                     lambda r: r[0] is not None)
+                print(f"10 healthy + 5 hung cameras: healthy up after {fmt(first, '.1f')} s, back "
+                      f"{fmt(back, '.1f')} s after their server returned", flush=True)
+            finally:
+                server.kill()
+        if args.soak:
+            server = PROFILES[args.soak_profile].server()
+            try:
+                run = partial(soak, ROOT, server, fake, args.soak_cameras, args.soak, tmp / "soak",
+                              args.soak_kill)
+                results["soak_rss_mb"] = served(server, run)
             finally:
                 server.kill()
     finally:
@@ -715,7 +763,8 @@ def main() -> None:
               f"CPU-s per camera-minute {over.cpu_per_cam_min:.2f} "
               f"({over.main_per_cam_min:.2f} in the daemon's process)")
     if "soak_rss_mb" in results:
-        print(f"PSS of {args.soak_cameras} sub-stream cameras with their workers, once a minute:",
+        print(f"PSS of {args.soak_cameras} cameras ({PROFILES[args.soak_profile].label}) with their "
+              f"workers{', one killed each minute' if args.soak_kill else ''}, once a minute:",
               ", ".join(f"{v:.0f}" for v in results["soak_rss_mb"]), "MB")  # type: ignore[attr-defined]
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
