@@ -4,7 +4,7 @@
         [--seconds 30] [--threads] [--overload 100] [--overload-profile 720p]
         [--capacity 20,40,60,80,100]
         [--before REF] [--hung] [--soak SECONDS] [--soak-cameras 100]
-        [--soak-profile sub] [--soak-kill]
+        [--soak-profile sub] [--soak-kill] [--soak-outage SECONDS]
 
 A real RTSP server (GStreamer, tests/fakes/rtsp_server.py) serves every camera
 one shared, live-encoded 25 fps H.264 stream with a keyframe every second, at
@@ -495,11 +495,13 @@ def served(server: RtspServer, run: Callable[[], T], fair: Callable[[T], bool] =
 
 
 def soak(tree: Path, server: RtspServer, fake: FakeVLM, n: int, seconds: float, tmp: Path,
-         kill: bool = False) -> list[float]:
+         kill: bool = False, outage: float = 0.0) -> list[float]:
     """PSS in MB of the daemon and its workers, once a minute while ``n`` cameras run for
     ``seconds``: is it flat? With ``kill``, one capture worker is killed (SIGKILL, as a
     decoder's crash ends it) at each minute's start, and how long its cameras took to be
-    back up is printed beside the daemon's open files: does a restart leave anything behind?"""
+    back up is printed beside the daemon's open files: does a restart leave anything behind?
+    With ``outage``, the model server is then stopped for that many seconds: how soon after
+    it returns are samples judged again?"""
     names = [f"cam{i:03d}" for i in range(n)]
     daemon = start_daemon(tree, dict.fromkeys(names, server.url()), fake.base_url, tmp / "soak")
     try:
@@ -510,6 +512,8 @@ def soak(tree: Path, server: RtspServer, fake: FakeVLM, n: int, seconds: float, 
         for minute in range(int(seconds // 60)):
             start = time.monotonic()
             fault = kill_worker(daemon, names, minute) if kill else ""
+            if outage:
+                fault += model_outage(daemon, fake, outage)
             time.sleep(max(0.0, 60 - (time.monotonic() - start)))
             samples.append(daemon.rss_mb())
             before, metrics = metrics, daemon.metrics()
@@ -537,6 +541,31 @@ def workers(pid: int) -> list[int]:
 
 def open_files(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def unavailable(m: dict[str, float]) -> float:
+    """Samples dropped so far because the model server was down."""
+    key = 'vlm_monitor_frames_dropped_total{reason="model_unavailable"'
+    return sum(v for k, v in m.items() if k.startswith(key))
+
+
+def model_outage(daemon: Daemon, fake: FakeVLM, seconds: float) -> str:
+    """Stop the model server for ``seconds``, start it again; what happened, for the soak's line."""
+    before = daemon.metrics()
+    port = fake.port
+    fake.stop()
+    time.sleep(seconds)
+    fake.start(port)
+    back = time.monotonic()
+    judged_then = judged(daemon.metrics())
+    while time.monotonic() - back < 50:
+        m = daemon.metrics()
+        if judged(m) > judged_then:
+            dropped = unavailable(m) - unavailable(before)
+            return (f"; the model down {seconds:g} s: judging again {time.monotonic() - back:.1f} s "
+                    f"after it returned, {dropped:.0f} samples dropped as model_unavailable")
+        time.sleep(0.25)
+    return f"; the model down {seconds:g} s: nothing judged in the 50 s after it returned"
 
 
 def kill_worker(daemon: Daemon, names: list[str], turn: int) -> str:
@@ -635,6 +664,8 @@ def main() -> None:
                         help="the soak's stream (default sub)")
     parser.add_argument("--soak-kill", action="store_true",
                         help="during the soak, kill a capture worker at each minute's start")
+    parser.add_argument("--soak-outage", type=float, default=0.0, metavar="SECONDS",
+                        help="during the soak, stop the model server this long each minute")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="fleet-"))
     trees = {"after": ROOT}
@@ -715,7 +746,7 @@ def main() -> None:
             server = PROFILES[args.soak_profile].server()
             try:
                 run = partial(soak, ROOT, server, fake, args.soak_cameras, args.soak, tmp / "soak",
-                              args.soak_kill)
+                              args.soak_kill, args.soak_outage)
                 results["soak_rss_mb"] = served(server, run)
             finally:
                 server.kill()
