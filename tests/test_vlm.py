@@ -11,6 +11,7 @@ from prometheus_client import generate_latest
 
 from monitor.config import VlmConfig
 from monitor.metrics import Metrics
+from monitor.modelwatch import ModelWatch
 from monitor.openai_http import env_proxy
 from monitor.preprocess import prepare
 from monitor.vlm import BadAnswer, Rejected, Unavailable, VlmClient, chat_body, chat_request, error_message
@@ -263,3 +264,32 @@ async def test_requests_go_through_the_proxy_the_environment_names(
     finally:
         await client.close()
     assert analysis.verdicts[0].present
+
+
+async def test_a_server_back_after_a_long_outage_is_seen_within_the_probe_cap(fake_vlm: FakeVLM) -> None:
+    """The watch's probes back off, but never to more than PROBE_CAP_S apart: however long
+    the server was down, it is seen back (and samples judged again) within about that. Here
+    scaled down: probes from 0.05 s, capped at 0.2 s, a 1.5 s outage (uncapped, the probes
+    would be ~1.6 s apart by then)."""
+    client, _ = client_for(fake_vlm)
+    watch = ModelWatch(client)
+    watch.PROBE_BASE_S, watch.PROBE_CAP_S = 0.05, 0.2
+    probing = asyncio.create_task(watch.run())
+    try:
+        await asyncio.wait_for(watch.ready.wait(), 10)
+        port = fake_vlm.port
+        await asyncio.to_thread(fake_vlm.stop)
+        with pytest.raises(Unavailable) as refused:
+            await client.analyze(jpeg(True), [RED])
+        watch.note(refused.value)
+        assert not watch.ready.is_set()
+        await asyncio.sleep(1.5)  # the outage itself
+        assert not watch.ready.is_set()
+        await asyncio.to_thread(fake_vlm.start, port)
+        back = asyncio.get_running_loop().time()
+        await asyncio.wait_for(watch.ready.wait(), 10)
+        assert asyncio.get_running_loop().time() - back < 0.2 + 0.3
+    finally:
+        probing.cancel()
+        await asyncio.gather(probing, return_exceptions=True)
+        await client.close()
