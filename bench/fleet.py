@@ -21,7 +21,8 @@ with N cameras (the stand-in model in this process, 80 ms an answer); CPU and
 PSS of the daemon with every process it started, split into the capture
 workers (against the floor) and the daemon's own process (per judged sample),
 and what 1.25x the floor leaves a sample after capture, beside CLAHE and the
-model's JPEG alone, measured here first. Then the overload case: more
+model's JPEG alone, measured here first; /metrics read as often as Prometheus
+scrapes it (every 15 s). Then the overload case: more
 cameras (720p unless told) than two cores take whole, with per-camera fairness, loop lag,
 model-side drops and how fast /healthz and /metrics answer.
 """
@@ -59,6 +60,10 @@ T = TypeVar("T")
 
 TICKS = os.sysconf("SC_CLK_TCK")
 TARGET = "a person wearing a red shirt"
+# How often Prometheus scrapes the daemon (config/prometheus/prometheus.yml). The profiles'
+# rows are polled this often: /metrics once a second (the overload case's latency bars) cost
+# the daemon's process 0.4-1.0 ms a judged sample at 20 cameras of 720p, work no camera does.
+SCRAPE_S = 15.0
 
 
 def tree(pid: int) -> list[int]:
@@ -316,11 +321,11 @@ class Row:
     overload_lines: int  # "overloaded" / "keeping up again" log lines in the run
 
 
-def poll(daemon: Daemon, stop: threading.Event, out: dict[str, float]) -> None:
-    """Once a second: how long /healthz, /metrics and the console's camera list take, and the
-    cameras-behind gauge."""
+def poll(daemon: Daemon, stop: threading.Event, out: dict[str, float], every: float) -> None:
+    """Every ``every`` s: how long /healthz, /metrics and the console's camera list take, and
+    the cameras-behind gauge."""
     base = f"http://127.0.0.1:{daemon.port}"
-    while not stop.wait(1.0):
+    while not stop.wait(every):
         for path in ("/healthz", "/metrics", "/api/cameras"):
             t = time.monotonic()
             try:
@@ -339,8 +344,9 @@ def poll(daemon: Daemon, stop: threading.Event, out: dict[str, float]) -> None:
 
 def measure(tree: Path, server: RtspServer, fake: FakeVLM, n: int, seconds: float, warmup: float,
             tmp: Path, workers: str | int = "auto", extra: dict[str, object] | None = None,
-            lines: list[str] | None = None) -> Row:
-    """The daemon with ``n`` cameras on ``server`` (``extra``: more config; ``lines``: gets its log)."""
+            lines: list[str] | None = None, poll_s: float = 1.0) -> Row:
+    """The daemon with ``n`` cameras on ``server`` (``extra``: more config; ``lines``: gets its log),
+    polled every ``poll_s`` (/metrics, /healthz and the console's camera list)."""
     names = [f"cam{i:03d}" for i in range(n)]
     tmp.mkdir(parents=True, exist_ok=True)
     daemon = start_daemon(tree, dict.fromkeys(names, server.url()), fake.base_url,
@@ -354,7 +360,7 @@ def measure(tree: Path, server: RtspServer, fake: FakeVLM, n: int, seconds: floa
         time.sleep(warmup)
         m0, u0, lines0, t0 = daemon.metrics(), daemon.usage(), len(daemon.lines), time.monotonic()
         main0 = usage([daemon.proc.pid])
-        poller = threading.Thread(target=poll, args=(daemon, stop, polled), daemon=True)
+        poller = threading.Thread(target=poll, args=(daemon, stop, polled, poll_s), daemon=True)
         poller.start()
         time.sleep(seconds)
         stop.set()
@@ -459,8 +465,8 @@ def capacity(tree: Path, server: RtspServer, fake: FakeVLM, seconds: float, warm
     """The most cameras (of ``steps``) at which >= 97% of the samples due were judged."""
     held, rows = 0, []
     for n in steps:
-        row = served(server, partial(measure, tree, server, fake, n, seconds, warmup, tmp),
-                     lambda r: r.up_after > 0)
+        row = served(server, partial(measure, tree, server, fake, n, seconds, warmup, tmp,
+                                     poll_s=SCRAPE_S), lambda r: r.up_after > 0)
         rows.append(row)
         print(f"  capacity: {n} cameras: all up after {fmt(row.up_s, '.1f')} s, {row.samples_per_s:.1f} "
               f"samples/s, {row.judged_ratio:.1%} judged, p95 frame age {row.p95_age:g} s, "
@@ -690,12 +696,13 @@ def main() -> None:
                 runs: dict[str, Row] = {}
                 for label, tree in trees.items():
                     runs[label] = served(server, partial(measure, tree, server, fake, n, args.seconds,
-                                                         args.warmup, tmp / label),
+                                                         args.warmup, tmp / label, poll_s=SCRAPE_S),
                                          lambda r: r.up_after > 0)
                     print(key, label, runs[label], flush=True)
                 if args.threads:
                     runs["threads"] = served(server, partial(measure, ROOT, server, fake, n, args.seconds,
-                                                             args.warmup, tmp / "threads", 0),
+                                                             args.warmup, tmp / "threads", 0,
+                                                             poll_s=SCRAPE_S),
                                              lambda r: r.up_after > 0)
                     print(key, "threads", runs["threads"], flush=True)
                 held = None
@@ -758,7 +765,9 @@ def main() -> None:
     print()
     print(f"{n} cameras per profile, one shared live-encoded H.264 stream, 25 fps, a keyframe every "
           f"second; stand-in model at 80 ms; {args.seconds:g} s measured after all up and "
-          f"{args.warmup:g} s; CPU and PSS of the daemon with its capture workers")
+          f"{args.warmup:g} s; CPU and PSS of the daemon with its capture workers; /metrics, "
+          f"/healthz and the console's camera list read every {SCRAPE_S:g} s (as Prometheus "
+          "scrapes), every second in the overload case")
     print(f"CLAHE and the model's JPEG alone, one thread, here: {least_ms:.2f} ms a sample "
           "(the least a sample costs after capture)")
     for key, what in codings.items():
@@ -795,7 +804,9 @@ def main() -> None:
               f"({over.main_per_cam_min:.2f} in the daemon's process)")
     if "soak_rss_mb" in results:
         print(f"PSS of {args.soak_cameras} cameras ({PROFILES[args.soak_profile].label}) with their "
-              f"workers{', one killed each minute' if args.soak_kill else ''}, once a minute:",
+              f"workers{', one killed each minute' if args.soak_kill else ''}"
+              f"{f', the model down {args.soak_outage:g} s each minute' if args.soak_outage else ''}, "
+              "once a minute:",
               ", ".join(f"{v:.0f}" for v in results["soak_rss_mb"]), "MB")  # type: ignore[attr-defined]
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
