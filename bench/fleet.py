@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.fleet [--profiles sub,720p,1080p,quiet] [--cameras 20]
         [--seconds 30] [--threads] [--overload 100] [--overload-profile 720p]
         [--capacity 20,40,60,80,100]
-        [--before REF] [--hung] [--soak SECONDS] [--soak-cameras 100]
+        [--before REF] [--scrape 15] [--hung] [--soak SECONDS] [--soak-cameras 100]
         [--soak-profile sub] [--soak-kill] [--soak-outage SECONDS]
 
 A real RTSP server (GStreamer, tests/fakes/rtsp_server.py) serves every camera
@@ -60,9 +60,10 @@ T = TypeVar("T")
 
 TICKS = os.sysconf("SC_CLK_TCK")
 TARGET = "a person wearing a red shirt"
-# How often Prometheus scrapes the daemon (config/prometheus/prometheus.yml). The profiles'
-# rows are polled this often: /metrics once a second (the overload case's latency bars) cost
-# the daemon's process 0.4-1.0 ms a judged sample at 20 cameras of 720p, work no camera does.
+# How often Prometheus scrapes the daemon (config/prometheus/prometheus.yml): the profiles'
+# rows are polled this often unless told (--scrape). /metrics once a second (the overload
+# case's latency bars) cost the daemon's process 0.4-1.0 ms a judged sample at 20 cameras
+# of 720p: work no camera does.
 SCRAPE_S = 15.0
 
 
@@ -461,12 +462,12 @@ def floor(url: str, n: int, seconds: float, warmup: float) -> Floor:
 
 
 def capacity(tree: Path, server: RtspServer, fake: FakeVLM, seconds: float, warmup: float,
-             tmp: Path, steps: list[int]) -> tuple[int, list[Row]]:
+             tmp: Path, steps: list[int], scrape: float = SCRAPE_S) -> tuple[int, list[Row]]:
     """The most cameras (of ``steps``) at which >= 97% of the samples due were judged."""
     held, rows = 0, []
     for n in steps:
         row = served(server, partial(measure, tree, server, fake, n, seconds, warmup, tmp,
-                                     poll_s=SCRAPE_S), lambda r: r.up_after > 0)
+                                     poll_s=scrape), lambda r: r.up_after > 0)
         rows.append(row)
         print(f"  capacity: {n} cameras: all up after {fmt(row.up_s, '.1f')} s, {row.samples_per_s:.1f} "
               f"samples/s, {row.judged_ratio:.1%} judged, p95 frame age {row.p95_age:g} s, "
@@ -662,6 +663,8 @@ def main() -> None:
     parser.add_argument("--before", metavar="REF", help="also measure the daemon at this git commit")
     parser.add_argument("--hung", action="store_true", help="then 10 healthy + 5 hung cameras")
     parser.add_argument("--json", metavar="FILE", help="write the results here too")
+    parser.add_argument("--scrape", type=float, default=SCRAPE_S, metavar="SECONDS",
+                        help="how often the profiles' rows read /metrics, /healthz and the camera list")
     parser.add_argument("--soak", type=float, default=0.0, metavar="SECONDS",
                         help="then run --soak-cameras sub-stream cameras this long, RSS once a minute")
     parser.add_argument("--soak-cameras", type=int, default=100, metavar="N",
@@ -696,19 +699,19 @@ def main() -> None:
                 runs: dict[str, Row] = {}
                 for label, tree in trees.items():
                     runs[label] = served(server, partial(measure, tree, server, fake, n, args.seconds,
-                                                         args.warmup, tmp / label, poll_s=SCRAPE_S),
+                                                         args.warmup, tmp / label, poll_s=args.scrape),
                                          lambda r: r.up_after > 0)
                     print(key, label, runs[label], flush=True)
                 if args.threads:
                     runs["threads"] = served(server, partial(measure, ROOT, server, fake, n, args.seconds,
                                                              args.warmup, tmp / "threads", 0,
-                                                             poll_s=SCRAPE_S),
+                                                             poll_s=args.scrape),
                                              lambda r: r.up_after > 0)
                     print(key, "threads", runs["threads"], flush=True)
                 held = None
                 if args.capacity:
                     held, _ = capacity(ROOT, server, fake, args.seconds, args.warmup, tmp / "cap",
-                                       [int(c) for c in args.capacity.split(",")])
+                                       [int(c) for c in args.capacity.split(",")], args.scrape)
                 for label, r in runs.items():
                     cap = held if held is not None and label == "after" else "-"
                     capture = r.cpu_per_cam_min - r.main_per_cam_min  # the capture workers
@@ -766,8 +769,9 @@ def main() -> None:
     print(f"{n} cameras per profile, one shared live-encoded H.264 stream, 25 fps, a keyframe every "
           f"second; stand-in model at 80 ms; {args.seconds:g} s measured after all up and "
           f"{args.warmup:g} s; CPU and PSS of the daemon with its capture workers; /metrics, "
-          f"/healthz and the console's camera list read every {SCRAPE_S:g} s (as Prometheus "
-          "scrapes), every second in the overload case")
+          f"/healthz and the console's camera list read every {args.scrape:g} s "
+          f"({'as Prometheus scrapes' if args.scrape == SCRAPE_S else 'not as Prometheus scrapes'}), "
+          "every second in the overload case")
     print(f"CLAHE and the model's JPEG alone, one thread, here: {least_ms:.2f} ms a sample "
           "(the least a sample costs after capture)")
     for key, what in codings.items():
