@@ -536,7 +536,7 @@ def soak(tree: Path, server: RtspServer, fake: FakeVLM, n: int, seconds: float, 
     return samples
 
 
-def workers(pid: int) -> list[int]:
+def capture_workers(pid: int) -> list[int]:
     """The daemon's capture worker processes."""
     found = []
     for child in tree(pid):
@@ -577,7 +577,7 @@ def model_outage(daemon: Daemon, fake: FakeVLM, seconds: float) -> str:
 
 def kill_worker(daemon: Daemon, names: list[str], turn: int) -> str:
     """SIGKILL one capture worker (each in turn); what happened, for the soak's line."""
-    running = workers(daemon.proc.pid)
+    running = capture_workers(daemon.proc.pid)
     if not running:
         return "; no capture worker to kill"
     restarts = total(daemon.metrics(), "capture_worker_restarts_total")
