@@ -5,6 +5,7 @@
         [--capacity 20,40,60,80,100]
         [--before REF] [--scrape 15] [--hung] [--soak SECONDS] [--soak-cameras 100]
         [--soak-profile sub] [--soak-kill] [--soak-outage SECONDS]
+        [--soak-reboot SECONDS]
 
 A real RTSP server (GStreamer, tests/fakes/rtsp_server.py) serves every camera
 one shared, live-encoded 25 fps H.264 stream with a keyframe every second, at
@@ -502,13 +503,14 @@ def served(server: RtspServer, run: Callable[[], T], fair: Callable[[T], bool] =
 
 
 def soak(tree: Path, server: RtspServer, fake: FakeVLM, n: int, seconds: float, tmp: Path,
-         kill: bool = False, outage: float = 0.0) -> list[float]:
+         kill: bool = False, outage: float = 0.0, reboot: float = 0.0) -> list[float]:
     """PSS in MB of the daemon and its workers, once a minute while ``n`` cameras run for
     ``seconds``: is it flat? With ``kill``, one capture worker is killed (SIGKILL, as a
     decoder's crash ends it) at each minute's start, and how long its cameras took to be
     back up is printed beside the daemon's open files: does a restart leave anything behind?
     With ``outage``, the model server is then stopped for that many seconds: how soon after
-    it returns are samples judged again?"""
+    it returns are samples judged again? With ``reboot``, the cameras' server is: how soon
+    are they all up again?"""
     names = [f"cam{i:03d}" for i in range(n)]
     daemon = start_daemon(tree, dict.fromkeys(names, server.url()), fake.base_url, tmp / "soak")
     try:
@@ -521,6 +523,8 @@ def soak(tree: Path, server: RtspServer, fake: FakeVLM, n: int, seconds: float, 
             fault = kill_worker(daemon, names, minute) if kill else ""
             if outage:
                 fault += model_outage(daemon, fake, outage)
+            if reboot:
+                fault += camera_reboot(daemon, server, names, reboot)
             time.sleep(max(0.0, 60 - (time.monotonic() - start)))
             samples.append(daemon.rss_mb())
             before, metrics = metrics, daemon.metrics()
@@ -573,6 +577,18 @@ def model_outage(daemon: Daemon, fake: FakeVLM, seconds: float) -> str:
                     f"after it returned, {dropped:.0f} samples dropped as model_unavailable")
         time.sleep(0.25)
     return f"; the model down {seconds:g} s: nothing judged in the 50 s after it returned"
+
+
+def camera_reboot(daemon: Daemon, server: RtspServer, names: list[str], seconds: float) -> str:
+    """Stop the cameras' RTSP server for ``seconds``, start it again; what happened."""
+    server.kill()
+    time.sleep(seconds)
+    server.start()
+    back = time.monotonic()
+    server.prime()
+    if wait_up(daemon, names, 50) is None:
+        return f"; the cameras off {seconds:g} s: {len(down(daemon.metrics(), names))} down 50 s later"
+    return f"; the cameras off {seconds:g} s: all up {time.monotonic() - back:.1f} s after they returned"
 
 
 def kill_worker(daemon: Daemon, names: list[str], turn: int) -> str:
@@ -675,6 +691,8 @@ def main() -> None:
                         help="during the soak, kill a capture worker at each minute's start")
     parser.add_argument("--soak-outage", type=float, default=0.0, metavar="SECONDS",
                         help="during the soak, stop the model server this long each minute")
+    parser.add_argument("--soak-reboot", type=float, default=0.0, metavar="SECONDS",
+                        help="during the soak, stop the cameras' RTSP server this long each minute")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="fleet-"))
     trees = {"after": ROOT}
@@ -756,7 +774,7 @@ def main() -> None:
             server = PROFILES[args.soak_profile].server()
             try:
                 run = partial(soak, ROOT, server, fake, args.soak_cameras, args.soak, tmp / "soak",
-                              args.soak_kill, args.soak_outage)
+                              args.soak_kill, args.soak_outage, args.soak_reboot)
                 results["soak_rss_mb"] = served(server, run)
             finally:
                 server.kill()
@@ -809,7 +827,8 @@ def main() -> None:
     if "soak_rss_mb" in results:
         print(f"PSS of {args.soak_cameras} cameras ({PROFILES[args.soak_profile].label}) with their "
               f"workers{', one killed each minute' if args.soak_kill else ''}"
-              f"{f', the model down {args.soak_outage:g} s each minute' if args.soak_outage else ''}, "
+              f"{f', the model down {args.soak_outage:g} s each minute' if args.soak_outage else ''}"
+              f"{f', the cameras off {args.soak_reboot:g} s each minute' if args.soak_reboot else ''}, "
               "once a minute:",
               ", ".join(f"{v:.0f}" for v in results["soak_rss_mb"]), "MB")  # type: ignore[attr-defined]
     if args.json:
