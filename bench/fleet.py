@@ -682,7 +682,7 @@ def main() -> None:
     parser.add_argument("--scrape", type=float, default=SCRAPE_S, metavar="SECONDS",
                         help="how often the profiles' rows read /metrics, /healthz and the camera list")
     parser.add_argument("--soak", type=float, default=0.0, metavar="SECONDS",
-                        help="then run --soak-cameras sub-stream cameras this long, RSS once a minute")
+                        help="then --soak-cameras cameras (--soak-profile) this long, PSS once a minute")
     parser.add_argument("--soak-cameras", type=int, default=100, metavar="N",
                         help="how many (more than the box takes whole: does overload grow anything?)")
     parser.add_argument("--soak-profile", choices=sorted(PROFILES), default="sub",
