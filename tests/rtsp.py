@@ -13,9 +13,9 @@ SYSTEM_PYTHON = "/usr/bin/python3"
 class RtspServer:
     def __init__(self, port: int, *, user: str | None = None, password: str | None = None,
                  gop: int = 25, size: str = "640x360", pattern: str = "solid-color",
-                 bitrate: int | None = None) -> None:
+                 bitrate: int | None = None, codec: str = "h264") -> None:
         self.port = port
-        self.args = [str(port), "--gop", str(gop), "--size", size, "--pattern", pattern]
+        self.args = [str(port), "--gop", str(gop), "--size", size, "--pattern", pattern, "--codec", codec]
         if bitrate:
             self.args += ["--bitrate", str(bitrate)]
         if user:

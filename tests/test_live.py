@@ -103,6 +103,23 @@ async def test_a_live_stream_is_sampled_once_a_second_and_alerts_once(
     assert not events(receiver, "stream_down")
 
 
+async def test_an_h265_camera_is_sampled_from_its_keyframes_and_alerts(
+        fake_vlm: FakeVLM, receiver: Receiver) -> None:
+    # Many cameras send H.265 on their main stream. The stand-in model judges the pixels, so a
+    # frame mangled by keyframes-only decoding without the loop filter would not alert.
+    server = RtspServer(free_port(), codec="h265").start()
+    try:
+        async with daemon(fake_vlm, receiver, [live(server.url(), decode="auto")]) as metrics:
+            await until(lambda: value(metrics, "frames_sampled_total", stream="cam") >= 2, 20, "samples")
+            await asyncio.to_thread(server.send, "red")
+            await until(lambda: bool(events(receiver, "target_detected")), 15, "an alert")
+            assert value(metrics, "stream_up", stream="cam") == 1
+        assert value(metrics, "matches_total", stream="cam", target=RED) >= 2
+    finally:
+        server.kill()
+    assert len(events(receiver, "target_detected")) == 1
+
+
 async def test_b_server_killed_for_10_s_reconnects_and_alerts_again(
         rtsp: RtspServer, fake_vlm: FakeVLM, receiver: Receiver) -> None:
     # A hold-off longer than the first reconnect's backoff (0.5-1 s): the announcement then

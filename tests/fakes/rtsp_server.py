@@ -37,8 +37,9 @@ RED = 0xFFC81E1E
 
 class Factory(GstRtspServer.RTSPMediaFactory):
     def __init__(self, gop: int, size: str = "640x360", pattern: str = "solid-color",
-                 bitrate: int | None = None) -> None:
+                 bitrate: int | None = None, codec: str = "h264") -> None:
         super().__init__()
+        self.codec = codec
         self.gop = gop
         self.bitrate = bitrate
         self.width, self.height = (int(v) for v in size.split("x"))
@@ -51,6 +52,17 @@ class Factory(GstRtspServer.RTSPMediaFactory):
         # of clients preparing it again at once was seen to crash this test server.
         self.set_stop_on_disconnect(False)
 
+    def encoder(self, bitrate: int) -> str:
+        if self.codec == "h265":
+            # As an H.265 camera sends it: SPS/PPS/VPS repeated with every keyframe.
+            return (f"x265enc tune=zerolatency speed-preset=ultrafast key-int-max={self.gop} "
+                    f"bitrate={bitrate} ! video/x-h265,profile=main "
+                    "! rtph265pay name=pay0 pt=96 config-interval=-1")
+        return (f"x264enc tune=zerolatency speed-preset=ultrafast key-int-max={self.gop} "
+                f"bitrate={bitrate} option-string={CAMERA_CODING} "
+                "! video/x-h264,profile=high "
+                "! rtph264pay name=pay0 pt=96 config-interval=1")
+
     def do_create_element(self, url: object) -> Gst.Element:
         # A flat or slow picture encodes to a fraction of any bitrate asked for (the ball:
         # ~0.19 Mbit/s); SMPTE bars sliding sideways are busy enough to use what is asked.
@@ -60,11 +72,8 @@ class Factory(GstRtspServer.RTSPMediaFactory):
             f"videotestsrc name=src is-live=true pattern={self.pattern} {moving}"
             f"foreground-color={self.colour} "
             f"! video/x-raw,format=I420,width={self.width},height={self.height},framerate=25/1 "
-            "! valve name=valve drop=false "
-            f"! x264enc tune=zerolatency speed-preset=ultrafast key-int-max={self.gop} "
-            f"bitrate={bitrate} option-string={CAMERA_CODING} "
-            "! video/x-h264,profile=high "
-            "! rtph264pay name=pay0 pt=96 config-interval=1")
+            "! valve name=valve drop=false ! "
+            + self.encoder(bitrate))
         self.source = pipeline.get_by_name("src")
         self.valve = pipeline.get_by_name("valve")
         return pipeline
@@ -79,14 +88,15 @@ def main() -> None:
     parser.add_argument("--size", default="640x360")
     parser.add_argument("--pattern", default="solid-color",
                         help="videotestsrc pattern, e.g. ball, or smpte (then moving)")
-    parser.add_argument("--bitrate", type=int, help="x264's target, kbit/s")
+    parser.add_argument("--bitrate", type=int, help="the encoder's target, kbit/s")
+    parser.add_argument("--codec", choices=("h264", "h265"), default="h264")
     args = parser.parse_args()
 
     Gst.init(None)
     server = GstRtspServer.RTSPServer()
     server.set_address("127.0.0.1")
     server.set_service(str(args.port))
-    factory = Factory(args.gop, args.size, args.pattern, args.bitrate)
+    factory = Factory(args.gop, args.size, args.pattern, args.bitrate, args.codec)
     if args.user:
         auth = GstRtspServer.RTSPAuth()
         token = GstRtspServer.RTSPToken()
